@@ -3,7 +3,7 @@
 Trains the demo (tiny MPT, CPU) with a decay to 0. Resumes the final checkpoint flat at each ``--resume-lr``,
 once with ``on_mismatch: warn`` (the guard only reports) and once with ``on_mismatch: rewarm``. Prints the
 spike measures as a markdown table and writes the plot. The runs are in
-``foundry_ext.algorithms.resume_spike_demo``, the measures in ``foundry_ext.analysis.resume_spike``.
+``foundry_ext.experiments.resume_spike``, the measures in ``foundry_ext.analysis.resume_spike``.
 
 Example::
 
@@ -16,10 +16,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from foundry_ext.algorithms.resume_spike_demo import MODES, run_resume_spike_demo
 from foundry_ext.analysis.plots import Curve
 from foundry_ext.analysis.resume_spike import (Panel, format_reports, measure_spike, paired_difference,
                                                plot_resume_spike)
+from foundry_ext.experiments.resume_spike import MODES, run_resume_spike_demo
 
 REPO = Path(__file__).resolve().parents[1]
 COLORS = {'main': 'tab:gray', 'warn': 'tab:red', 'rewarm': 'tab:blue'}
@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     logging.getLogger('foundry_ext').setLevel(logging.INFO)
 
-    runs = run_resume_spike_demo(args.run_dir, lr=args.lr, resume_lrs=args.resume_lr,
-                                 main_batches=args.main_batches, resume_batches=args.resume_batches)
+    runs = run_resume_spike_demo(str(REPO / 'yamls' / 'wsd.yaml'), args.run_dir, lr=args.lr,
+                                 resume_lrs=args.resume_lr, main_batches=args.main_batches,
+                                 resume_batches=args.resume_batches)
     before = runs.losses['main'][1]
     start = runs.resume_batch - SHOWN_BEFORE
 

@@ -345,8 +345,9 @@ class ResumeGuard(Algorithm):
                 wanted = configured[key]
                 same = (_same(value, wanted) if key == 'lr' else value == wanted)
                 if not same and not (key == 'lr' and self.apply_yaml_lr):  # applied below, said there
+                    hint = ' (set apply_yaml_lr: true to use the YAML\'s)' if key == 'lr' else ''
                     lines.append(f'group {i}: optimizer.{key}={wanted} in the YAML is ignored; the checkpoint\'s '
-                                 f'{value} is used' + (' (set apply_yaml_lr: true to use the YAML\'s)' if key == 'lr' else ''))
+                                 f'{value} is used{hint}')
         return lines
 
     def _apply_yaml_lr(self, state: State, restored_base: list[float]) -> list[str]:

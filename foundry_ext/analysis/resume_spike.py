@@ -28,7 +28,6 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.analysis.metrics_io import Series
 from foundry_ext.analysis.plots import Curve, save_figure
 
 log = logging.getLogger(__name__)

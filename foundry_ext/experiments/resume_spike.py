@@ -24,9 +24,8 @@ from foundry_ext.analysis.metrics_io import Series, read_metrics
 
 log = logging.getLogger(__name__)
 
-__all__ = ['DEMO_YAML', 'MODES', 'ResumeSpikeRuns', 'run_resume_spike_demo']
+__all__ = ['MODES', 'ResumeSpikeRuns', 'run_resume_spike_demo']
 
-DEMO_YAML = str(Path(__file__).resolve().parents[2] / 'yamls' / 'wsd.yaml')
 LOSS_KEY = 'loss/train/total'
 LR_KEY = 'lr-DecoupledAdamW/group0'
 MODES = ('warn', 'rewarm')
@@ -40,11 +39,13 @@ class ResumeSpikeRuns:
     lrs: dict[Union[str, tuple[float, str]], Series]
 
 
-def run_resume_spike_demo(run_dir: Path, lr: float, resume_lrs: Sequence[float], main_batches: int = 300,
-                          resume_batches: int = 100, warmup_batches: int = 30) -> ResumeSpikeRuns:
+def run_resume_spike_demo(yaml_path: str, run_dir: Path, lr: float, resume_lrs: Sequence[float],
+                          main_batches: int = 300, resume_batches: int = 100,
+                          warmup_batches: int = 30) -> ResumeSpikeRuns:
     """Runs the trainings into ``run_dir/main`` and ``run_dir/{mode}-{resume_lr}`` and returns their series.
 
     Args:
+        yaml_path (str): The demo recipe, ``yamls/wsd.yaml``.
         run_dir (Path): Output folder. Finished runs found there are reused.
         lr (float): The main run's peak LR (``optimizer.lr``).
         resume_lrs (Sequence[float]): The flat LR of each pair of resumed runs.
@@ -59,18 +60,19 @@ def run_resume_spike_demo(run_dir: Path, lr: float, resume_lrs: Sequence[float],
               f'scheduler.t_warmup={warmup_batches}ba', f'scheduler.t_decay={half}ba', 'scheduler.alpha_f=0.0']
     checkpoint = run_dir / 'main' / 'checkpoints' / f'ep0-ba{main_batches}-rank0.pt'
     if not checkpoint.exists():
-        train_from_yaml(DEMO_YAML, [f'variables.run_dir={run_dir / "main"}', f'max_duration={main_batches}ba',
+        train_from_yaml(yaml_path, [f'variables.run_dir={run_dir / "main"}', f'max_duration={main_batches}ba',
                                     f'save_interval={main_batches}ba', f'scheduler.t_decay_start={half}ba',
                                     f'optimizer.lr={lr}', 'algorithms.resume_guard.on_mismatch=warn', *common]).close()
     losses, lrs = {}, {}
     for resume_lr in resume_lrs:
         for mode in MODES:
-            log.info(f'resume_spike_demo: resuming at batch {main_batches} flat at lr={resume_lr:g}, on_mismatch={mode}')
+            log.info(f'resume_spike_demo: resuming at batch {main_batches} flat at lr={resume_lr:g}, '
+                     f'on_mismatch={mode}')
             out = run_dir / f'{mode}-{resume_lr:g}'
             if _finished(out, main_batches + resume_batches):
                 log.info(f'resume_spike_demo: reusing the finished run in {out}')
             else:
-                train_from_yaml(DEMO_YAML, [
+                train_from_yaml(yaml_path, [
                     f'variables.run_dir={out}', f'load_path={checkpoint}',
                     f'max_duration={main_batches + resume_batches}ba', 'save_folder=null',
                     'scheduler.t_decay_start=1000000000ba', f'optimizer.lr={resume_lr}',
