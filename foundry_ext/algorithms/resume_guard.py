@@ -71,6 +71,7 @@ from foundry_ext.algorithms.optimizer_stats import (
     reduce_sums,
     summarize,
 )
+from foundry_ext.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
 
@@ -531,32 +532,32 @@ class ResumeGuard(Algorithm):
         Like Composer's ``State.state_dict`` under FSDP, this is a collective (the statistics are all-reduced):
         every rank calls it, as Composer's checkpointing does.
         """
-        state_dict = super().state_dict()
         state = self._state
-        if state is None:  # not attached to a trainer yet
-            return state_dict
-        groups = self._groups(state)
-        current = [g['lr'] for g in groups]
-        state_dict.update({
-            'version': _RECORD_VERSION,
-            'batch': int(state.timestamp.batch),
-            'lr_applied': list(self._applied or current),
-            'lr_next': current,
-            'base_lrs': self._base_lrs(state),
-            'betas': [tuple(g['betas']) for g in groups],
-            'eps': [g['eps'] for g in groups],
-            'weight_decay': [g.get('weight_decay') for g in groups],
-            'plan': self._lr_plan(state, self._steps),
-            'stats': [s.to_dict() for s in self._summaries(state)],
-            'ramp': dataclasses.asdict(self._ramp) if self._ramp else None,
-            'armed': self._armed,
-            'written': self._written,
-            'unscaled': self._unscaled,
-            'scheduler_steps': self._scheduler_steps,
-        })
-        return state_dict
+        record = None
+        if state is not None:  # attached to a trainer
+            groups = self._groups(state)
+            current = [g['lr'] for g in groups]
+            record = {
+                'version': _RECORD_VERSION,
+                'batch': int(state.timestamp.batch),
+                'lr_applied': list(self._applied or current),
+                'lr_next': current,
+                'base_lrs': self._base_lrs(state),
+                'betas': [list(g['betas']) for g in groups],
+                'eps': [g['eps'] for g in groups],
+                'weight_decay': [g.get('weight_decay') for g in groups],
+                'plan': self._lr_plan(state, self._steps),
+                'stats': [s.to_dict() for s in self._summaries(state)],
+                'ramp': dataclasses.asdict(self._ramp) if self._ramp else None,
+                'armed': self._armed,
+                'written': self._written,
+                'unscaled': self._unscaled,
+                'scheduler_steps': self._scheduler_steps,
+            }
+        return {**super().state_dict(), **pack_state(record)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = unpack_state(state) or {}
         if state.get('version') != _RECORD_VERSION:
             log.warning(f'resume_guard: the checkpoint has no resume_guard record of version {_RECORD_VERSION} '
                         f'(got {state.get("version")}); comparing with the restored LR only.')
@@ -566,7 +567,8 @@ class ResumeGuard(Algorithm):
         self._armed = state['armed']
         self._written = state['written']
         self._unscaled = state['unscaled']
-        self._scheduler_steps = state['scheduler_steps']
+        steps = state['scheduler_steps']  # a tuple, compared with _scheduler_positions; JSON made it a list
+        self._scheduler_steps = None if steps is None else tuple(steps)
 
 
 def _fmt(value: float) -> str:

@@ -10,7 +10,9 @@ Registered in ``llmfoundry_callbacks`` as ``budget_checkpoint``::
 It reads the budgets from the run's scheduler (``wsd``: the end of its decay; ``wsd_s`` and
 ``cyclic_cosine``: each budget) and saves, with Composer's own checkpoint writer, a full checkpoint named
 ``budget{i}-{budget}{unit}-ba{batch}-rank{rank}.pt`` after the first batch whose timestamp reaches the
-budget (exactly at the budget for ``ba`` units). A manifest, ``budgets.json`` in the same folder, lists
+budget (exactly at the budget for ``ba`` units). With sharded checkpoints (``fsdp_config.state_dict_type:
+sharded``) Composer names the folder of shards itself, ``ep{epoch}-ba{batch}/``; the manifest has the real
+path either way. A manifest, ``budgets.json`` in the same folder, lists
 budget, step, samples, tokens, train loss, eval metrics measured at that step (when an eval ran there)
 and the files. The manifest is also in the callback's checkpointed state, so it survives resume.
 """
@@ -28,6 +30,7 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import checkpoint, dist, format_name_with_dist
 
+from foundry_ext.checkpoint_state import pack_state, unpack_state
 from foundry_ext.schedulers.compiled import composer_scheduler_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
 
@@ -64,10 +67,10 @@ class BudgetCheckpoint(Callback):
         self._hf = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {'manifest': self.manifest}
+        return pack_state({'manifest': self.manifest})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.manifest = list(state['manifest'])
+        self.manifest = list(unpack_state(state)['manifest'])
 
     def init(self, state: State, logger: Logger) -> None:
         if not self.hf_export:
@@ -115,8 +118,12 @@ class BudgetCheckpoint(Callback):
         assert self.folder is not None
         unit = self.scheduler.unit.value
         batch = int(state.timestamp.batch)
-        name = f'budget{index}-{budget}{unit}-ba{batch}-rank{{rank}}.pt'
-        path = checkpoint.save_checkpoint(state, os.path.join(self.folder, name))
+        name = os.path.join(self.folder, f'budget{index}-{budget}{unit}-ba{batch}-rank{{rank}}.pt')
+        checkpoint.save_checkpoint(state, name)
+        if state.fsdp_sharded_state_dict_enabled:  # Composer names the folder of shards itself: ep{epoch}-ba{batch}
+            path = os.path.dirname(checkpoint.get_save_filename(state, name))
+        else:
+            path = name.format(rank=0)
         entry = {
             'budget': f'{budget}{unit}',
             'index': index,
@@ -125,7 +132,7 @@ class BudgetCheckpoint(Callback):
             'tokens': int(state.timestamp.token),
             'train_loss': _train_loss(state),
             'eval': _eval_metrics(state) if self._last_eval_batch == batch else None,
-            'checkpoint': os.path.join(self.folder, name.format(rank=0)),
+            'checkpoint': path,
             'hf_checkpoint': None,
         }
         if self._hf is not None:

@@ -52,6 +52,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
+from foundry_ext.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class CollapseMonitor(Callback):
             log.warning(f'{WHERE}: {message}', *args)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        return pack_state({
             'version': _STATE_VERSION,
             'window': list(self._window),
             'steps': list(self._steps),
@@ -283,9 +284,10 @@ class CollapseMonitor(Callback):
             'streak': self._streak,
             'alerts': list(self._alerts),
             'warned': sorted(self._warned),
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = unpack_state(state)
         if state.get('version') != _STATE_VERSION:
             raise ValueError(f'{WHERE}: checkpoint state version {state.get("version")!r} is not {_STATE_VERSION}.')
         self._window = deque((tuple(item) for item in state['window']), maxlen=self.smoothing)

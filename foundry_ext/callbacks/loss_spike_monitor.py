@@ -43,6 +43,7 @@ from composer.utils import dist, format_name_with_dist
 from foundry_ext.analysis.spike_config import (check_detector_kwargs, event_record, is_eval_stream,
                                                stream_detector_kwargs)
 from foundry_ext.analysis.spikes import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
+from foundry_ext.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,14 @@ class LossSpikeMonitor(Callback):
     # Checkpointed state.
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        return pack_state({
             'version': _STATE_VERSION,
             'detectors': {stream: d.state_dict() for stream, d in self.detectors.items()},
             'events': [dict(e) for e in self.events],
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = unpack_state(state)
         if state.get('version') != _STATE_VERSION:
             raise ValueError(f'{WHERE}: unsupported state version {state.get("version")!r} in the checkpoint.')
         self.detectors = {}
@@ -338,5 +340,7 @@ def _checkpoint_before(state: State, onset_step: int) -> str:
     if not saved:
         return f'none (no checkpoint was saved before batch {onset_step})'
     batch, name = saved[-1]
+    if name.endswith('.distcp'):  # a sharded checkpoint is its folder of shards: what load_path takes
+        name = os.path.dirname(name)
     gone = '' if os.path.exists(name) else ', since deleted or not local'
     return f'{name} (batch {batch}{gone})'

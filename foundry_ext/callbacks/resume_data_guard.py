@@ -37,6 +37,8 @@ from composer.utils import dist
 from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
+from foundry_ext.checkpoint_state import pack_state, unpack_state
+
 log = logging.getLogger(__name__)
 
 __all__ = ['ResumeDataError', 'ResumeDataGuard', 'row_fingerprints']
@@ -190,17 +192,17 @@ class ResumeDataGuard(Callback):
         self._capacity: Optional[int] = None  # rows per rank in the all-gather
 
     def state_dict(self) -> dict[str, Any]:
-        # Plain ints and lists: sharded checkpoints keep them as objects, with nothing to pre-allocate on load.
-        return {
+        return pack_state({
             'version': _STATE_VERSION,
             'position': list(self._position) if self._position is not None else None,
             'batch_size': self._batch_size,
             'head': [batch.tolist() for batch in self._head],
             'recent': [batch.tolist() for batch in self._recent],
             'streaming_order': self._order,
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = unpack_state(state)
         if state.get('version') != _STATE_VERSION:
             raise ValueError(f'resume_data_guard state version {state.get("version")!r} is not {_STATE_VERSION}: the '
                              f'checkpoint was written by another foundry-ext version. To resume without the guard\'s '

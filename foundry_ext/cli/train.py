@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ from composer.utils import dist
 from foundry_ext.analysis.metrics_io import read_metrics
 from foundry_ext.analysis.plots import plot_lr_and_loss
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
+from foundry_ext.cli.branch import find_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,12 @@ def report_outputs(trainer: Trainer) -> str:
     saver = trainer._checkpoint_saver  # Composer keeps the CheckpointSaver it built from save_folder here
     if saver is not None:
         folder = saver.folder.format(run_name=trainer.state.run_name)
-        # `latest-rank*.pt` is a symlink to the newest checkpoint; count the checkpoints themselves.
-        ckpts = sorted((p for p in glob.glob(os.path.join(folder, '*.pt')) if not os.path.islink(p)),
-                       key=os.path.getmtime)
-        newest = os.path.basename(ckpts[-1]) if ckpts else '-'
-        lines.append(f'  checkpoints: {folder} ({len(ckpts)} files, newest: {newest})')
+        try:
+            found = find_checkpoints(folder)
+        except ValueError:  # no folder, or no checkpoint in it
+            found = {}
+        newest = os.path.basename(found[max(found)]) if found else '-'
+        lines.append(f'  checkpoints: {folder} ({len(found)} checkpoints, newest: {newest})')
     else:
         lines.append('  checkpoints: none (save_folder is unset)')
     jsonl = [d for d in trainer.logger.destinations if isinstance(d, JSONLLogger)]

@@ -17,6 +17,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
 from foundry_ext.algorithms import ResumeGuard, summarize_optimizer
+from foundry_ext.checkpoint_state import unpack_state
 from tests.algorithms.conftest import dataset, mlp
 
 STEPS = 3
@@ -51,7 +52,7 @@ def main(out: str) -> None:
             'exp_avg_sq': state['exp_avg_sq'].full_tensor(),
         }
     gathered = summarize_optimizer(whole, reduce=False)
-    record = trainer.state.algorithms[0].state_dict()  # a collective, as in a checkpoint save
+    record = unpack_state(trainer.state.algorithms[0].state_dict())  # a collective, as in a checkpoint save
 
     local_numels = dist.all_gather_object(local_numel)
     if dist.get_global_rank() == 0:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from foundry_ext.algorithms import ResumeGuard, ResumeGuardError, summarize_optimizer
+from foundry_ext.algorithms import GroupSummary, ResumeGuard, ResumeGuardError, summarize_optimizer
+from foundry_ext.checkpoint_state import unpack_state
 from foundry_ext.schedulers import WSDScheduler
 from foundry_ext.schedulers.wsd import wsd_multiplier
 from tests.algorithms.conftest import LR, LR_KEY, adam_trainer, last, series
@@ -72,19 +73,19 @@ def test_refuses_optimizers_without_adam_state():
 
 
 def test_record_round_trips_through_a_real_checkpoint(base_run: Path):
-    record = dict(torch.load(base_run, weights_only=False)['state']['algorithms'])['ResumeGuard']
+    record = unpack_state(dict(torch.load(base_run, weights_only=False)['state']['algorithms'])['ResumeGuard'])
     optimizer_state = torch.load(base_run, weights_only=False)['state']['optimizers']['DecoupledAdamW']
     assert record['batch'] == 30
     assert record['lr_applied'] == [pytest.approx(decay_lr(29), rel=1e-12)]
     assert record['lr_next'] == [optimizer_state['param_groups'][0]['lr']]
     assert record['lr_next'] == [pytest.approx(decay_lr(30), rel=1e-12)]
-    assert record['betas'] == [(0.9, 0.95)] and record['eps'] == [1e-8]
+    assert record['betas'] == [[0.9, 0.95]] and record['eps'] == [1e-8]
     assert len(record['plan'][0]) == 40  # 2 / (1 - beta2) batches ahead
     assert record['plan'][0] == pytest.approx([decay_lr(30 + j) for j in range(40)], rel=1e-12)
 
     # The statistics in the record are those of the optimizer state in the same checkpoint.
     trainer, _ = adam_trainer(decaying(), '40ba', load_path=str(base_run))
-    assert record['stats'] == [s.to_dict() for s in summarize_optimizer(trainer.state.optimizers[0])]
+    assert [GroupSummary.from_dict(d) for d in record['stats']] == summarize_optimizer(trainer.state.optimizers[0])
     assert record['stats'][0]['numel'] == sum(p.numel() for p in trainer.state.model.parameters())
     assert record['stats'][0]['mean_step'] == 30
 

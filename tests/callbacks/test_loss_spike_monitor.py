@@ -27,6 +27,7 @@ from foundry_ext.analysis.metrics_io import read_metrics
 from foundry_ext.analysis.spikes import (DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, SPIKE,
                                          STATUS_OPEN, detect_events)
 from foundry_ext.callbacks.loss_spike_monitor import LossSpikeMonitor
+from foundry_ext.checkpoint_state import unpack_state
 from tests.conftest import REPO, foundry_run
 
 BATCH = 64
@@ -161,7 +162,7 @@ def test_resume_continues_detection_exactly(tmp_path):
     first.close()
     checkpoint = tmp_path / 'a' / 'ep0-ba200-rank0.pt'
     # At batch 200 the slow spike (onset ~180) is open: the checkpoint must carry it.
-    saved = torch.load(checkpoint, weights_only=False)['state']['callbacks']['LossSpikeMonitor']
+    saved = unpack_state(torch.load(checkpoint, weights_only=False)['state']['callbacks']['LossSpikeMonitor'])
     assert saved['detectors'][LOSS]['spike'] is not None and saved['events'][-1]['status'] == STATUS_OPEN
 
     resumed = LossSpikeMonitor(detector=DETECTOR)

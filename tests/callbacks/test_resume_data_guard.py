@@ -7,6 +7,7 @@ from composer.loggers import InMemoryLogger
 from torch.utils.data import DataLoader
 
 from foundry_ext.callbacks.resume_data_guard import ResumeDataError, ResumeDataGuard, row_fingerprints
+from foundry_ext.checkpoint_state import unpack_state
 from tests.conftest import foundry_run, tiny_trainer
 
 LOGGER = 'foundry_ext.callbacks.resume_data_guard'
@@ -17,6 +18,10 @@ DEMO = ['max_duration=16ba', 'save_interval=8ba', 'scheduler.t_warmup=2ba', 'sch
 
 def _guard(trainer) -> ResumeDataGuard:
     return next(cb for cb in trainer.state.callbacks if isinstance(cb, ResumeDataGuard))
+
+
+def _record(guard: ResumeDataGuard) -> dict:
+    return unpack_state(guard.state_dict())
 
 
 def _warnings(caplog) -> list[str]:
@@ -39,14 +44,14 @@ def demo_reference(tmp_path_factory):
     """An uninterrupted 16-batch run of the demo recipe; its batch-8 checkpoint is what the resumes load."""
     run_dir = tmp_path_factory.mktemp('reference')
     trainer, _ = foundry_run(run_dir, DEMO, metrics=None)
-    return _guard(trainer).state_dict(), run_dir / 'checkpoints' / 'ep0-ba8-rank0.pt'
+    return _record(_guard(trainer)), run_dir / 'checkpoints' / 'ep0-ba8-rank0.pt'
 
 
 def test_streaming_resume_continues_the_stream_bit_identically(tmp_path, demo_reference, caplog):
     reference, checkpoint = demo_reference
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         trainer, metrics = foundry_run(tmp_path, [*DEMO, f'load_path={checkpoint}'], metrics=None)
-    resumed = _guard(trainer).state_dict()
+    resumed = _record(_guard(trainer))
     assert resumed['recent'] == reference['recent'] and len(reference['recent']) == 16
     assert len({fp for batch in reference['recent'] for fp in batch}) == 16 * 16  # every sample fingerprinted
     assert _series(metrics, 'resume_data_guard/checked_samples') == {step: 16 for step in range(8, 16)}
@@ -59,7 +64,7 @@ def test_streaming_ignores_a_changed_shuffle_seed_when_its_state_is_restored(tmp
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         trainer, _ = foundry_run(tmp_path, [*DEMO, 'max_duration=10ba', f'load_path={checkpoint}',
                                             'train_loader.dataset.shuffle_seed=99'], metrics=None)
-    assert _guard(trainer).state_dict()['recent'] == reference['recent'][:10]  # the order is the checkpoint's
+    assert _record(_guard(trainer))['recent'] == reference['recent'][:10]  # the order is the checkpoint's
     assert _warnings(caplog) == [
         'resume_data_guard: shuffle_seed=99 in the config has no effect on this resume: Streaming restores '
         'shuffle_seed=17 from the checkpoint, so the sample order continues unchanged. To reshuffle on purpose, '
@@ -77,7 +82,7 @@ def test_streaming_with_a_changed_shuffle_seed_and_no_restored_state_is_caught(t
     assert 'StreamingDataset state was not restored' in messages
     assert 'Sample order: the StreamingDataset orders its samples differently from the checkpointed run ' \
            '(shuffle_seed 17 -> 99), and its resume state was not restored' in messages
-    resumed = _guard(trainer).state_dict()['recent'][8:]
+    resumed = _record(_guard(trainer))['recent'][8:]
     assert not set(resumed[0]) & set(reference['recent'][8])  # the data did change
 
 
@@ -87,11 +92,11 @@ def test_streaming_resume_from_an_epoch_end_checkpoint_replays_the_finished_epoc
     tiny_epochs = [*DEMO, 'train_loader.dataset.train_tokens=16000', 'save_interval=1ep']
     foundry_run(tmp_path / 'first', [*tiny_epochs, 'max_duration=8ba'])
     checkpoint = tmp_path / 'first' / 'checkpoints' / 'ep1-ba7-rank0.pt'
-    epoch0 = torch.load(checkpoint, weights_only=False)['state']['callbacks']['ResumeDataGuard']['head']
+    epoch0 = unpack_state(torch.load(checkpoint, weights_only=False)['state']['callbacks']['ResumeDataGuard'])['head']
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         resumed, _ = foundry_run(tmp_path / 'resumed', [*tiny_epochs, 'max_duration=9ba', f'load_path={checkpoint}',
                                                         'callbacks.resume_data_guard.on_violation=warn'], metrics=None)
-    assert _guard(resumed).state_dict()['head'] == epoch0[:2]  # epoch 1 starts with epoch 0's batches
+    assert _record(_guard(resumed))['head'] == epoch0[:2]  # epoch 1 starts with epoch 0's batches
     assert 'Sample offset: the StreamingDataset resumed at epoch 0, sample 0 of the epoch, but the timestamp is at ' \
            'epoch 1, sample 0. A checkpoint taken at the end of an epoch' in _warnings(caplog)[0]
 
@@ -166,7 +171,7 @@ def test_state_round_trips_through_a_real_checkpoint(tmp_path):
     trainer.close()
     expected = [row_fingerprints(rows[2 * i:2 * i + 2]).tolist() for i in range(6)]
     saved = torch.load(tmp_path / 'ck' / 'ep0-ba6-rank0.pt', weights_only=False)['state']['callbacks']
-    assert saved['ResumeDataGuard'] == guard.state_dict() == {
+    assert unpack_state(saved['ResumeDataGuard']) == _record(guard) == {
         'version': 1, 'position': [0, 6, 12], 'batch_size': 2, 'head': expected[:2], 'recent': expected[3:],
         'streaming_order': None}
     restored = ResumeDataGuard(check_batches=2, history=3)

@@ -10,7 +10,7 @@ def test_train_reports_checkpoints_metrics_and_plot(tmp_path, capsys):
                                 'eval_loader.dataset.train_tokens=400000'])
     trainer.close()
     out = capsys.readouterr().out
-    assert f'checkpoints: {run_dir}/checkpoints (2 files, newest: ep0-ba12-rank0.pt)' in out
+    assert f'checkpoints: {run_dir}/checkpoints (2 checkpoints, newest: ep0-ba12-rank0.pt)' in out
     assert (run_dir / 'checkpoints' / 'ep0-ba12-rank0.pt').exists()
     assert f'metrics: {run_dir}/metrics.jsonl' in out
     png = run_dir / 'lr_loss.png'

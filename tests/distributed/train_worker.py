@@ -1,0 +1,26 @@
+"""``scripts/train.py`` for the multi-process tests, run as ``composer -n 2 tests/distributed/train_worker.py``.
+
+Registers the fault-injection callback ``lr_jump`` (it has no entry point) and, when ``STATE_OUT`` is set,
+writes rank 0's checkpointable state of every foundry-ext component there as JSON once training ends.
+"""
+
+import json
+import os
+import sys
+
+from composer.utils import dist
+
+from foundry_ext.checkpoint_state import unpack_state
+from foundry_ext.cli.spike_demo import register_lr_jump
+from foundry_ext.cli.train import train
+
+if __name__ == '__main__':
+    register_lr_jump()
+    trainer = train(sys.argv[1], sys.argv[2:])
+    objects = [*trainer.state.algorithms, *trainer.state.callbacks]
+    # state_dict() can be a collective (resume_guard all-reduces its statistics): every rank calls it.
+    states = {type(o).__name__: unpack_state(o.state_dict()) for o in objects
+              if type(o).__module__.startswith('foundry_ext.')}
+    if os.environ.get('STATE_OUT') and dist.get_global_rank() == 0:
+        with open(os.environ['STATE_OUT'], 'w') as f:
+            json.dump(states, f)
