@@ -35,8 +35,10 @@ class PairedResult:
 
     def summary(self, a_name: str, b_name: str) -> str:
         r = sorted(self.ratios)
+        error = statistics.stdev(r) / len(r)**0.5 if len(r) > 1 else float('nan')
         return (f'{b_name} / {a_name} step time: median {statistics.median(r):.4f} over {len(r)} pairs '
-                f'(min {r[0]:.4f}, max {r[-1]:.4f}); median step {statistics.median(self.a_medians) * 1e3:.1f} ms '
+                f'(min {r[0]:.4f}, max {r[-1]:.4f}; mean {statistics.fmean(r):.4f} +- {error:.4f} standard error); '
+                f'median step {statistics.median(self.a_medians) * 1e3:.1f} ms '
                 f'({a_name}) vs {statistics.median(self.b_medians) * 1e3:.1f} ms ({b_name})')
 
 
@@ -44,7 +46,8 @@ def _median_step(yaml_path: str, overrides: Sequence[str], skip: int) -> float:
     from composer.loggers import InMemoryLogger
     from llmfoundry.command_utils import train_from_yaml
 
-    trainer = train_from_yaml(yaml_path, [*overrides, 'loggers.inmemory={}', 'callbacks.speed_monitor={time_unit: seconds}'])
+    trainer = train_from_yaml(yaml_path,
+                              [*overrides, 'loggers.inmemory={}', 'callbacks.speed_monitor={time_unit: seconds}'])
     trainer.close()
     memory = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
     wall = np.array([float(v) for _, v in memory.data['time/train']])
@@ -64,6 +67,9 @@ def paired_step_times(
 ) -> PairedResult:
     """Trains A and B alternately ``pairs`` times each and returns their median step times.
 
+    Every other pair runs B first (ABBA...), so a machine that drifts faster or slower over the benchmark
+    does not favour one side.
+
     Args:
         yaml_a (str): The baseline's YAML.
         overrides_a (Sequence[str]): Its Foundry overrides.
@@ -74,8 +80,11 @@ def paired_step_times(
     """
     a, b = [], []
     for i in range(pairs):
-        a.append(_median_step(yaml_a, overrides_a, skip))
-        b.append(_median_step(yaml_b, overrides_b, skip))
+        for side in ('ab' if i % 2 == 0 else 'ba'):
+            if side == 'a':
+                a.append(_median_step(yaml_a, overrides_a, skip))
+            else:
+                b.append(_median_step(yaml_b, overrides_b, skip))
         log.info(f'pair {i + 1}/{pairs}: A {a[-1] * 1e3:.2f} ms, B {b[-1] * 1e3:.2f} ms, ratio {b[-1] / a[-1]:.4f}')
     return PairedResult(a, b)
 
