@@ -148,3 +148,16 @@ def test_loss_spike_monitor_stops_every_rank_once_and_names_the_sharded_checkpoi
     assert len(stops) == 1 and 'decided to' not in output, output[-3000:]
     steps, _ = read_metric(tmp_path / 'metrics.jsonl', 'loss/train/total')
     assert steps[-1] == int(stops[0]) < 99
+
+
+def test_branch_from_a_sharded_checkpoint_equals_an_uninterrupted_run(straight, tmp_path):
+    assert sorted(find_checkpoints(str(straight['dir'] / 'ckpt'))) == [8, 16]
+    plan = plan_branch(DEMO_YAML, str(straight['dir'] / 'ckpt'), 8, '4ba', save_folder=str(tmp_path / 'branch'),
+                       overrides=['scheduler.t_decay_start=1000ba', 'scheduler.t_warmup=2ba'])
+    assert plan.checkpoint.endswith('ep0-ba8') and 'max_duration=12ba' in plan.overrides
+    branch = _train(tmp_path / 'branch', plan.overrides)
+    # The main run above never decayed before step 16 (its decay ends at max_duration): same as a plain run
+    # of 12 batches with the decay at 8..12.
+    uninterrupted = _train(tmp_path / 'plain', ['max_duration=12ba', 'save_folder=null'])
+    for step in range(8, 12):
+        assert branch[step] == uninterrupted[step], step
