@@ -172,6 +172,11 @@ class CollapseMonitor(Callback):
         if loss is None:
             return
         batch = state.timestamp.batch.value  # the loss belongs to the batch that just ran: step batch - 1
+        if not math.isfinite(float(loss)):
+            # The curve has no normalized value there, and a kept NaN would poison every later evaluation.
+            self._warn_once('nonfinite', 'the training loss at step %d is %s; it is left out of the curve '
+                            '(loss_spike_monitor reports such steps).', batch - 1, float(loss))
+            return
         self._window.append((batch - 1, float(loss)))
         if batch % self.interval == 0 or batch >= self.total_steps:
             self._evaluate(state, logger, batch)

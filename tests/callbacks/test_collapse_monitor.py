@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, pre
 from foundry_ext.analysis.collapse_experiment import train_member
 from foundry_ext.analysis.metrics_io import read_metrics
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
+from foundry_ext.checkpoint_state import unpack_state
 from tests.collapse_family_runs import SIZE, SPEC, reference_family
 from tests.conftest import tiny_trainer
 
@@ -103,3 +105,13 @@ def test_a_wrong_tau_is_flagged_and_stops_the_run(family, tmp_path, caplog):
     messages = '\n'.join(r.getMessage() for r in caplog.records)
     assert 'tau_fraction: run 0.2 vs reference 2' in messages
     assert f'{SPEC.consecutive} consecutive evaluations with |z| > 3' in messages and 'Stopping' in messages
+
+
+def test_non_finite_losses_are_left_out_of_the_curve(family, caplog):
+    # SGD at lr 1e38 on the linear model: the logits overflow, and the loss goes to inf / NaN.
+    monitor = CollapseMonitor(str(family[1]), interval=5)
+    trainer = tiny_trainer(None, '60ba', callbacks=[monitor], lr=1e38)
+    with caplog.at_level(logging.WARNING, logger='foundry_ext.callbacks.collapse_monitor'):
+        trainer.fit()
+    assert any('is left out of the curve' in r.getMessage() for r in caplog.records)
+    assert all(np.isfinite(unpack_state(monitor.state_dict())['losses']))
