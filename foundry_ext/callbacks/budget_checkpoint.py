@@ -25,11 +25,11 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from composer.callbacks import CheckpointSaver
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import checkpoint, dist, format_name_with_dist
 
+from foundry_ext.callbacks.save_folder import local_save_folder
 from foundry_ext.checkpoint_state import pack_state, unpack_state
 from foundry_ext.schedulers.compiled import composer_scheduler_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
@@ -93,13 +93,15 @@ class BudgetCheckpoint(Callback):
         if self.folder_template is not None:
             self.folder = format_name_with_dist(self.folder_template, state.run_name)
         else:
-            savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
-            if not savers:
+            save_folder = local_save_folder(state)
+            if save_folder is None:
                 raise ValueError(
                     'callbacks.budget_checkpoint.folder is unset and the run has no save_folder to put the budget '
-                    'checkpoints under. Set save_folder, or callbacks.budget_checkpoint.folder.',
+                    'checkpoints under, or only a remote one (Composer stages a remote save_folder in a temporary '
+                    'local folder that is not kept). Set save_folder to a local path, or '
+                    'callbacks.budget_checkpoint.folder.',
                 )
-            self.folder = os.path.join(format_name_with_dist(savers[0].folder, state.run_name), 'budgets')
+            self.folder = os.path.join(save_folder, 'budgets')
         if self._hf is not None:
             self._hf.save_dir_format_str = os.path.join(self.folder, 'hf')
         log.info(f'budget_checkpoint: will save at {self.budgets} ({scheduler.unit.value}) into {self.folder}')

@@ -43,6 +43,7 @@ from composer.utils import dist, format_name_with_dist
 from foundry_ext.analysis.spike_config import (check_detector_kwargs, event_record, is_eval_stream,
                                                stream_detector_kwargs)
 from foundry_ext.analysis.spikes import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
+from foundry_ext.callbacks.save_folder import local_save_folder
 from foundry_ext.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,8 @@ class LossSpikeMonitor(Callback):
     def _resolve_events_path(self, state: State) -> Optional[str]:
         if self.events_path_template is not None:
             return format_name_with_dist(self.events_path_template, state.run_name)
-        for saver in state.callbacks:
-            # A remote save_folder is staged in a temporary local folder that is not kept.
-            if isinstance(saver, CheckpointSaver) and saver.remote_uploader is None:
-                return os.path.join(format_name_with_dist(saver.folder, state.run_name), EVENTS_FILENAME)
-        return None
+        folder = local_save_folder(state)
+        return None if folder is None else os.path.join(folder, EVENTS_FILENAME)
 
     def batch_start(self, state: State, logger: Logger) -> None:
         self._loss_dict_at_batch_start = state.total_loss_dict

@@ -67,3 +67,21 @@ def test_hf_export_per_budget_loads_with_transformers(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(manifest[-1]['hf_checkpoint'], trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(manifest[-1]['hf_checkpoint'])
     assert type(model).__name__ == 'MPTForCausalLM' and tokenizer('ab')['input_ids'] == [97, 98]
+
+
+def test_a_remote_save_folder_is_refused_rather_than_written_to_a_temporary_folder(tmp_path):
+    from composer.callbacks import CheckpointSaver
+
+    from foundry_ext.callbacks.budget_checkpoint import BudgetCheckpoint
+    from foundry_ext.schedulers import WSDScheduler
+    from tests.conftest import tiny_trainer
+
+    trainer = tiny_trainer(WSDScheduler(t_decay='2ba'), '4ba')
+    # Composer stages s3://... in a mkdtemp() folder. The saver is only attached: uploading needs credentials.
+    trainer.state.callbacks.append(CheckpointSaver(folder='s3://some-bucket/ckpt'))
+    with pytest.raises(ValueError, match='or only a remote one .* Set save_folder to a local path, or '
+                                         r'callbacks\.budget_checkpoint\.folder'):
+        BudgetCheckpoint().fit_start(trainer.state, trainer.logger)
+    explicit = BudgetCheckpoint(folder=str(tmp_path / 'budgets'))
+    explicit.fit_start(trainer.state, trainer.logger)
+    assert explicit.folder == str(tmp_path / 'budgets')
