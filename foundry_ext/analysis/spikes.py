@@ -464,10 +464,8 @@ class SpikeDetector:
                 # Written so that NaN (no baseline) and inf (non-finite losses) count as not come down.
                 if not mean_excess < 0.5 * (spike['peak_y'] - spike['baseline_y']):
                     kind = NOT_RECOVERING
-                elif step - spike['onset_step'] <= self.config['fast_recovery_steps']:
-                    kind = FAST_RECOVERING
                 else:
-                    kind = SLOW_RECOVERING
+                    kind = self._recovered_kind(spike, step)
             event = self._close_spike(kind, STATUS_TRUNCATED, recovered_step, mean_excess)
             if kind == NOT_RECOVERING:
                 self._restart_after_level_shift(step, event.peak_step)
@@ -590,7 +588,6 @@ class SpikeDetector:
         self._spike = {
             'onset_step': onset,
             'threshold_step': step,
-            'detect_step': step,
             'peak_step': step,
             'peak_y': y,
             'baseline_y': baseline_y,
@@ -598,7 +595,7 @@ class SpikeDetector:
             'recover_start': None,
             'recover_run': 0,
         }
-        event = self._spike_event(SPIKE, STATUS_OPEN)
+        event = _event_of(SPIKE, STATUS_OPEN, self._spike)
         log.info('Loss spike opened at step %d: loss %.4g vs trend %.4g (threshold step %d, residual %.3g).',
                  step, event.peak_loss, event.baseline_loss, step, residual)
         return event
@@ -636,26 +633,9 @@ class SpikeDetector:
         fast = recovered_step - spike['onset_step'] <= self.config['fast_recovery_steps']
         return FAST_RECOVERING if fast else SLOW_RECOVERING
 
-    def _spike_event(self, kind: str, status: str) -> LossEvent:
-        spike = self._spike
-        assert spike is not None
-        # A non-finite loss is infinitely high even when there is no baseline yet (NaN at the first steps).
-        height = math.inf if spike['peak_y'] == math.inf else math.expm1(spike['peak_y'] - spike['baseline_y'])
-        return LossEvent(
-            kind=kind,
-            status=status,
-            onset_step=spike['onset_step'],
-            peak_step=spike['peak_step'],
-            peak_loss=math.exp(spike['peak_y']),
-            baseline_loss=math.exp(spike['baseline_y']),
-            height=height,
-            threshold_step=spike['threshold_step'],
-            detect_step=spike['detect_step'],
-        )
-
     def _close_spike(self, kind: str, status: str, recovered_step: Optional[int],
                      mean_excess: float) -> LossEvent:
-        event = self._spike_event(kind, status)
+        event = _event_of(kind, status, self._spike)
         event.recovered_step = recovered_step
         event.steps_to_recover = None if recovered_step is None else recovered_step - event.onset_step
         event.level_shift = math.expm1(mean_excess)
@@ -703,7 +683,7 @@ class SpikeDetector:
                 'peak_y': self._ema,
                 'baseline_y': self._ema_min,
             }
-            event = self._divergence_event(STATUS_OPEN)
+            event = _event_of(DIVERGENCE, STATUS_OPEN, self._divergence)
             log.info('Loss divergence opened at step %d: smoothed loss %.4g is %.1f%% above its minimum '
                      '%.4g at step %d.', step, event.peak_loss, 100 * event.height, event.baseline_loss,
                      event.onset_step)
@@ -715,24 +695,9 @@ class SpikeDetector:
             return [self._close_divergence(STATUS_RESOLVED, step, recovered=True)]
         return []
 
-    def _divergence_event(self, status: str) -> LossEvent:
-        div = self._divergence
-        assert div is not None
-        return LossEvent(
-            kind=DIVERGENCE,
-            status=status,
-            onset_step=div['onset_step'],
-            peak_step=div['peak_step'],
-            peak_loss=math.exp(div['peak_y']),
-            baseline_loss=math.exp(div['baseline_y']),
-            height=math.expm1(div['peak_y'] - div['baseline_y']),
-            threshold_step=div['threshold_step'],
-            detect_step=div['threshold_step'],
-        )
-
     def _close_divergence(self, status: str, step: int, recovered: bool) -> LossEvent:
         assert self._ema is not None
-        event = self._divergence_event(status)
+        event = _event_of(DIVERGENCE, status, self._divergence)
         if recovered:
             event.recovered_step = step
             event.steps_to_recover = step - event.onset_step
@@ -770,6 +735,24 @@ def detect_events(steps: Sequence[int], losses: Sequence[float], **detector_kwar
     if len(steps):
         events.extend(detector.finalize(int(steps[-1])))
     return events
+
+
+def _event_of(kind: str, status: str, record: Optional[dict[str, Any]]) -> LossEvent:
+    """The event of an open spike or divergence record, as of now (its onset, peak and baseline so far)."""
+    assert record is not None
+    # A non-finite loss is infinitely high even when there is no baseline yet (NaN at the first steps).
+    height = math.inf if record['peak_y'] == math.inf else math.expm1(record['peak_y'] - record['baseline_y'])
+    return LossEvent(
+        kind=kind,
+        status=status,
+        onset_step=record['onset_step'],
+        peak_step=record['peak_step'],
+        peak_loss=math.exp(record['peak_y']),
+        baseline_loss=math.exp(record['baseline_y']),
+        height=height,
+        threshold_step=record['threshold_step'],
+        detect_step=record['threshold_step'],  # an event opens at the step its statistic crosses the threshold
+    )
 
 
 def _mean(values: Sequence[float]) -> float:
