@@ -106,15 +106,15 @@ def fit(
         tau_fraction = tpp = None
         if all(b is not None for b in budgets):
             tau_fraction, tpp = budgets[0].tau_fraction, budgets[0].tpp
-            for run, b in zip(loaded[1:], budgets[1:]):
-                for label, mine, first in (('tau', b.tau_fraction, tau_fraction), ('TPP', b.tpp, tpp)):
-                    if abs(mine - first) > 0.1 * abs(first):
-                        _warn(f'{run.name}: {label} {mine:.4g} vs {first:.4g} of {loaded[0].name}; the runs do not '
-                              'share controls, so their curves need not collapse.')
         else:
             _warn('not every run has a config.yaml: tau and TPP are not recorded in the reference.')
         ref = fit_reference([r.curve for r in loaded], schedule, fit_start=fit_start, smoothing=smooth,
                             final_loss=final_loss, tau_fraction=tau_fraction, tpp=tpp)
+        if tau_fraction is not None:  # the reference records the first run's controls
+            for run, b in zip(loaded[1:], budgets[1:]):
+                for problem in ref.controls_mismatch(b.tau_fraction, b.tpp):
+                    _warn(f'{run.name}: {problem} (of {loaded[0].name}); the runs do not share controls, so their '
+                          'curves need not collapse.')
     with open(out, 'w') as f:
         f.write(ref.to_json())
     for run in loaded:
