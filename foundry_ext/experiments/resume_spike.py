@@ -21,14 +21,18 @@ from pathlib import Path
 from typing import Sequence, Union
 
 from foundry_ext.analysis.metrics_io import Series, read_metrics
+from foundry_ext.analysis.plots import Curve
+from foundry_ext.analysis.resume_spike import (Panel, format_reports, measure_spike, paired_difference,
+                                               plot_resume_spike)
 
 log = logging.getLogger(__name__)
 
-__all__ = ['MODES', 'ResumeSpikeRuns', 'run_resume_spike_demo']
+__all__ = ['MODES', 'ResumeSpikeRuns', 'report_resume_spike_demo', 'run_resume_spike_demo']
 
 LOSS_KEY = 'loss/train/total'
 LR_KEY = 'lr-DecoupledAdamW/group0'
 MODES = ('warn', 'rewarm')
+COLORS = {'main': 'tab:gray', 'warn': 'tab:red', 'rewarm': 'tab:blue'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +87,48 @@ def run_resume_spike_demo(yaml_path: str, run_dir: Path, lr: float, resume_lrs: 
     main = read_metrics(run_dir / 'main' / 'metrics.jsonl')
     losses['main'], lrs['main'] = main[LOSS_KEY], main[LR_KEY]
     return ResumeSpikeRuns(resume_batch=main_batches, losses=losses, lrs=lrs)
+
+
+def report_resume_spike_demo(runs: ResumeSpikeRuns, lr: float, resume_lrs: Sequence[float], out: Path,
+                             shown_before: int = 60) -> tuple[str, Path]:
+    """Measures each resumed run's spike and plots the runs around the resume.
+
+    Args:
+        runs (ResumeSpikeRuns): From :func:`run_resume_spike_demo`.
+        lr (float): The main run's peak LR, for the legend.
+        resume_lrs (Sequence[float]): The resume LRs to report, one panel each.
+        out (Path): The PNG to write.
+        shown_before (int): Batches of the main run drawn before the resume.
+
+    Returns:
+        tuple[str, Path]: The markdown table of spike measures followed by the paired warn - rewarm
+        differences, and the PNG.
+    """
+    before = runs.losses['main'][1]
+    start = runs.resume_batch - shown_before
+
+    def tail(series: Series) -> Series:
+        steps, values = series
+        return steps[steps >= start], values[steps >= start]
+
+    reports, panels, paired = [], [], []
+    for resume_lr in resume_lrs:
+        keys = [(resume_lr, mode) for mode in MODES]
+        reports += [measure_spike(f'flat at {resume_lr:g}, {mode}', before, runs.losses[resume_lr, mode][1])
+                    for mode in MODES]
+        warn, rewarm = (runs.losses[resume_lr, mode][1] for mode in MODES)
+        for lo, hi in ((0, 40), (40, 60)):
+            mean, error = paired_difference(warn, rewarm, lo, hi)
+            paired.append(f'flat at {resume_lr:g}: warn - rewarm over batches +{lo}..+{hi - 1}: '
+                          f'{mean:+.3f} +- {error:.3f} (mean +- standard error, same batches)')
+        labels = {'main': f'main run (peak {lr:g}, decay to 0)'} | {k: k[1] for k in keys}
+        panels.append(
+            Panel(f'resumed flat at lr={resume_lr:g}',
+                  [Curve(labels[k], tail(runs.lrs[k]), color=COLORS[k if k == 'main' else k[1]]) for k in labels],
+                  [Curve(labels[k], tail(runs.losses[k]), color=COLORS[k if k == 'main' else k[1]]) for k in labels]))
+    png = plot_resume_spike(panels, runs.resume_batch, out,
+                            title='Resume after a decay to 0, without (warn) and with rewarm: tiny MPT, demo corpus')
+    return format_reports(reports) + '\n' + '\n'.join(paired), png
 
 
 def _finished(run_dir: Path, batches: int) -> bool:
