@@ -26,14 +26,13 @@ from foundry_ext.analysis.collapse import (
     estimate_final_loss,
     from_foundry_config,
 )
-from foundry_ext.analysis.metrics_io import Series, read_metrics
+from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metrics
 from foundry_ext.config import load_train_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ['CONFIG_NAME', 'LOSS_KEY', 'METRICS_NAME', 'CollapseRun', 'load_run']
+__all__ = ['CONFIG_NAME', 'METRICS_NAME', 'CollapseRun', 'load_run']
 
-LOSS_KEY = 'loss/train/total'
 METRICS_NAME = 'metrics.jsonl'
 CONFIG_NAME = 'config.yaml'
 

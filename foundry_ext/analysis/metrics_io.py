@@ -18,9 +18,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ['Series', 'read_metrics', 'read_metric']
+__all__ = ['LOSS_KEY', 'Series', 'read_metrics', 'read_metric']
 
 Series = tuple[np.ndarray, np.ndarray]
+LOSS_KEY = 'loss/train/total'  # Composer's all-reduced training loss
 
 
 def _rows(path: Path) -> list[dict]:

@@ -52,6 +52,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
+from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,6 @@ __all__ = ['ACTIONS', 'CollapseMonitor']
 
 WHERE = 'callbacks.collapse_monitor'
 ACTIONS = ('warn', 'stop')
-LOSS_KEY = 'loss/train/total'
 _STATE_VERSION = 1
 # Per-step decay at peak LR as a multiple of weight_decay, by optimizer class (see docs/collapse.md):
 # Composer's decoupled optimizers apply weight_decay itself, torch AdamW lr * weight_decay.

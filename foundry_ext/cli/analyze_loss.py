@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.analysis.metrics_io import Series, read_metric
+from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metric
 from foundry_ext.analysis.plots import plot_loss_events
 from foundry_ext.analysis.spike_config import (DETECTOR_DEFAULTS, check_detector_kwargs, event_record,
                                                stream_detector_kwargs)
@@ -27,9 +27,8 @@ from foundry_ext.analysis.spikes import EVENT_KINDS, STATUS_OPEN, LossEvent, Spi
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LOSS_KEY', 'LossAnalysis', 'analyze_loss', 'analyze_series', 'format_report', 'parse_settings']
+__all__ = ['LossAnalysis', 'analyze_loss', 'analyze_series', 'format_report', 'parse_settings']
 
-LOSS_KEY = 'loss/train/total'
 _WHERE = 'analyze-loss --detector'
 
 

@@ -13,10 +13,11 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence, Union
 
+from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.analysis.spikes import STATUS_OPEN
 from foundry_ext.callbacks.loss_spike_monitor import EVENTS_FILENAME
 from foundry_ext.callbacks.lr_jump import LRJump
-from foundry_ext.cli.analyze_loss import LOSS_KEY, LossAnalysis, analyze_loss, format_report
+from foundry_ext.cli.analyze_loss import LossAnalysis, analyze_loss, format_report
 
 log = logging.getLogger(__name__)
 

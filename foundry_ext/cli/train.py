@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from composer import Trainer
 from composer.utils import dist
 
-from foundry_ext.analysis.metrics_io import read_metrics
+from foundry_ext.analysis.metrics_io import LOSS_KEY, read_metrics
 from foundry_ext.analysis.plots import plot_lr_and_loss
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
 from foundry_ext.cli.branch import find_checkpoints
@@ -18,8 +18,6 @@ from foundry_ext.cli.branch import find_checkpoints
 log = logging.getLogger(__name__)
 
 __all__ = ['train', 'report_outputs']
-
-LOSS_KEY = 'loss/train/total'
 
 
 def train(yaml_path: str, overrides: Optional[Sequence[str]] = None) -> Trainer:

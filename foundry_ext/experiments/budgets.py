@@ -44,7 +44,7 @@ from composer.core import State, Time, TimeUnit
 from composer.devices import DeviceCPU
 
 from foundry_ext.analysis.collapse import smooth_curve
-from foundry_ext.analysis.metrics_io import Series, read_metric
+from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metric
 from foundry_ext.analysis.plots import Curve, plot_lr_curves, save_figure
 from foundry_ext.cli.branch import BranchPlan, find_checkpoints, plan_branch, run_branches
 from foundry_ext.config import load_train_config
@@ -80,7 +80,6 @@ LABELS = {'wsd_s': 'WSD-S', 'wsd': 'WSD main + branches', 'cyclic_cosine': 'cycl
 COLORS = {'wsd_s': 'tab:blue', 'wsd': 'tab:orange', 'cyclic_cosine': 'tab:green'}
 # budget_checkpoint names metrics by evaluator label; the loggers call the same metric metrics/eval/...
 EVAL_KEY = 'eval/LanguageCrossEntropy'
-TRAIN_KEY = 'loss/train/total'
 _STAMP = 'experiment_run.json'
 
 
@@ -304,18 +303,18 @@ def _run_seed(
         manifest = _manifest(spec.save_folder)
         stamps[method] = [_train_spec(spec, manifest.is_file, reuse)]
         losses[method] = read_budget_losses(manifest)
-        curves[method] = [read_metric(spec.run_dir / 'metrics.jsonl', TRAIN_KEY)]
+        curves[method] = [read_metric(spec.run_dir / 'metrics.jsonl', LOSS_KEY)]
 
     main = specs['wsd']
     stamps['wsd'] = [_train_spec(main, lambda: _has_checkpoints(main.save_folder, layout.starts), reuse)]
-    main_curve = read_metric(main.run_dir / 'metrics.jsonl', TRAIN_KEY)
+    main_curve = read_metric(main.run_dir / 'metrics.jsonl', LOSS_KEY)
     curves['wsd'], losses['wsd'] = [main_curve], {}
     for plan in _branch_plans(config, layout, main):
         folder = Path(plan.save_folder)
         stamps['wsd'].append(_train(folder, [str(main.yaml), *plan.overrides], _manifest(folder).is_file,
                                     lambda plan=plan: run_branches([plan], str(main.yaml)), reuse))
         losses['wsd'].update(read_budget_losses(_manifest(folder)))
-        steps, values = read_metric(folder / 'metrics.jsonl', TRAIN_KEY)
+        steps, values = read_metric(folder / 'metrics.jsonl', LOSS_KEY)
         # The branch logs from its first batch, at timestamp plan.step, on; joined to the main curve before
         # it, it smooths without a gap at the branch point.
         before = main_curve[0] < plan.step

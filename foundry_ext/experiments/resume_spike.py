@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Sequence, Union
 
-from foundry_ext.analysis.metrics_io import Series, read_metrics
+from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metrics
 from foundry_ext.analysis.plots import Curve
 from foundry_ext.analysis.resume_spike import (Panel, format_reports, measure_spike, paired_difference,
                                                plot_resume_spike)
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ['MODES', 'ResumeSpikeRuns', 'report_resume_spike_demo', 'run_resume_spike_demo']
 
-LOSS_KEY = 'loss/train/total'
 LR_KEY = 'lr-DecoupledAdamW/group0'
 MODES = ('warn', 'rewarm')
 COLORS = {'main': 'tab:gray', 'warn': 'tab:red', 'rewarm': 'tab:blue'}
