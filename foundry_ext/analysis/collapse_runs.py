@@ -26,7 +26,7 @@ from foundry_ext.analysis.collapse import (
     estimate_final_loss,
     from_foundry_config,
 )
-from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metrics
+from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, lr_series, read_metrics
 from foundry_ext.config import load_train_config
 
 log = logging.getLogger(__name__)
@@ -130,11 +130,10 @@ def load_run(
                      CONFIG_NAME, total_steps)
     if steps[-1] >= total_steps:
         raise ValueError(f'{metrics_path} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps}.')
-    lr_keys = sorted(k for k in metrics if k.startswith('lr-') and k.endswith('/group0'))
     name = metrics_path.parent.name if metrics_path.name == METRICS_NAME else metrics_path.stem
     return CollapseRun(
         name=name,
         curve=LossCurve(steps.astype(float), losses, int(total_steps)),
-        lr=metrics[lr_keys[0]] if lr_keys else None,
+        lr=lr_series(metrics),
         budget=budget,
     )

@@ -12,13 +12,13 @@ import csv
 import json
 import logging
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LOSS_KEY', 'Series', 'read_metrics', 'read_metric']
+__all__ = ['LOSS_KEY', 'Series', 'lr_series', 'read_metrics', 'read_metric']
 
 Series = tuple[np.ndarray, np.ndarray]
 LOSS_KEY = 'loss/train/total'  # Composer's all-reduced training loss
@@ -59,3 +59,9 @@ def read_metric(path: Union[str, Path], key: str) -> Series:
     if key not in metrics:
         raise KeyError(f'{path} has no metric {key!r}; it has {sorted(metrics)}.')
     return metrics[key]
+
+
+def lr_series(metrics: dict[str, Series]) -> Optional[Series]:
+    """The LR of the first param group as ``lr_monitor`` logs it (``lr-<Optimizer>/group0``), or None."""
+    keys = sorted(k for k in metrics if k.startswith('lr-') and k.endswith('/group0'))
+    return metrics[keys[0]] if keys else None

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from composer import Trainer
 from composer.utils import dist
 
-from foundry_ext.analysis.metrics_io import LOSS_KEY, read_metrics
+from foundry_ext.analysis.metrics_io import LOSS_KEY, lr_series, read_metrics
 from foundry_ext.analysis.plots import plot_lr_and_loss
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
 from foundry_ext.cli.branch import find_checkpoints
@@ -52,9 +52,9 @@ def report_outputs(trainer: Trainer) -> str:
     metrics_path = Path(jsonl[0].path)
     lines.append(f'  metrics: {metrics_path}')
     metrics = read_metrics(metrics_path)
-    lr_keys = sorted(k for k in metrics if k.startswith('lr-') and k.endswith('/group0'))
-    if lr_keys and LOSS_KEY in metrics:
-        png = plot_lr_and_loss(metrics[lr_keys[0]], metrics[LOSS_KEY], metrics_path.with_name('lr_loss.png'),
+    lr = lr_series(metrics)
+    if lr is not None and LOSS_KEY in metrics:
+        png = plot_lr_and_loss(lr, metrics[LOSS_KEY], metrics_path.with_name('lr_loss.png'),
                                title=trainer.state.run_name)
         lines.append(f'  LR/loss plot: {png}')
     else:

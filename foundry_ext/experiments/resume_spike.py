@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Sequence, Union
 
-from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metrics
+from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, lr_series, read_metrics
 from foundry_ext.analysis.plots import Curve
 from foundry_ext.analysis.resume_spike import (Panel, format_reports, measure_spike, paired_difference,
                                                plot_resume_spike)
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ['MODES', 'ResumeSpikeRuns', 'report_resume_spike_demo', 'run_resume_spike_demo']
 
-LR_KEY = 'lr-DecoupledAdamW/group0'
 MODES = ('warn', 'rewarm')
 COLORS = {'main': 'tab:gray', 'warn': 'tab:red', 'rewarm': 'tab:blue'}
 
@@ -82,9 +81,9 @@ def run_resume_spike_demo(yaml_path: str, run_dir: Path, lr: float, resume_lrs: 
                     f'algorithms.resume_guard.on_mismatch={mode}',
                     f'algorithms.resume_guard.apply_yaml_lr={str(resume_lr != lr).lower()}', *common]).close()
             metrics = read_metrics(out / 'metrics.jsonl')
-            losses[resume_lr, mode], lrs[resume_lr, mode] = metrics[LOSS_KEY], metrics[LR_KEY]
+            losses[resume_lr, mode], lrs[resume_lr, mode] = metrics[LOSS_KEY], lr_series(metrics)
     main = read_metrics(run_dir / 'main' / 'metrics.jsonl')
-    losses['main'], lrs['main'] = main[LOSS_KEY], main[LR_KEY]
+    losses['main'], lrs['main'] = main[LOSS_KEY], lr_series(main)
     return ResumeSpikeRuns(resume_batch=main_batches, losses=losses, lrs=lrs)
 
 
