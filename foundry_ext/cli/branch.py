@@ -141,12 +141,8 @@ def plan_branch(
     if decay_time.unit != unit:
         raise ValueError(f"--decay {decay}: give it in the schedule's unit, '{unit.value}'.")
     start = Time(_checkpoint_time(checkpoint, step, unit), unit)
-    main_decay_start = main_schedule.t_decay_start
-    if main_decay_start is None and cfg.get('max_duration'):
-        end = Time.from_timestring(str(cfg['max_duration']))
-        if end.unit == unit:
-            main_decay_start = Time(end.value - main_schedule.t_decay.value, unit)
-    if main_decay_start is not None and main_decay_start.unit == unit and start.value > main_decay_start.value:
+    main_decay_start = main_schedule.configured_decay_start(cfg.get('max_duration') or None)
+    if main_decay_start is not None and start.value > main_decay_start.value:
         raise ValueError(
             f'--at {step}: the main run was already decaying there (its decay starts at {main_decay_start}), so a '
             f'branch would restart the decay from the peak LR. Branch from a checkpoint of the stable phase, or run '

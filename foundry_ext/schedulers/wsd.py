@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from composer.core import State
+from composer.core import State, Time
 from composer.optim import ComposerScheduler
 
 from foundry_ext.schedulers.shapes import (
@@ -173,6 +173,19 @@ class WSDScheduler(ComposerScheduler):
             )
         self._warn_if_unfinished(state, decay_start + decay)
         return warmup, decay_start, decay
+
+    def configured_decay_start(self, max_duration: Optional[TimeLike]) -> Optional[Time]:
+        """The decay start read from the config alone, without a run's state.
+
+        ``t_decay_start`` if set, else ``max_duration - t_decay`` when ``max_duration`` is in the schedule's
+        unit; None when only a running trainer could convert it (another unit, or no ``max_duration``).
+        """
+        if self.t_decay_start is not None:
+            return self.t_decay_start
+        if max_duration is None:
+            return None
+        end = max_duration if isinstance(max_duration, Time) else Time.from_timestring(str(max_duration))
+        return Time(end.value - self.t_decay.value, self.unit) if end.unit == self.unit else None
 
     def decay_ends(self, state: State, ssr: float = 1.0) -> list[int]:
         """When the decayed model is due (the decay's end), as a count in :attr:`unit`."""

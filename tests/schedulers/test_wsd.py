@@ -59,6 +59,14 @@ def test_explicit_decay_start_and_alphas():
     assert alphas[40] == pytest.approx(0.55) and alphas[50:].tolist() == [0.1] * 51
 
 
+def test_configured_decay_start_without_a_run():
+    default = WSDScheduler(t_warmup='10ba', t_decay='20ba')
+    assert default.configured_decay_start('100ba').value == 80
+    assert default.configured_decay_start('1000sp') is None  # needs the batch size: only a run can convert
+    assert default.configured_decay_start(None) is None
+    assert WSDScheduler(t_decay='20ba', t_decay_start='30ba').configured_decay_start('100ba').value == 30
+
+
 class _LRAtBatchStart(Callback):
 
     def __init__(self):
