@@ -1075,7 +1075,8 @@ def collapse_residual(
     Normalizing needs ``L(T)`` before the run ends. Without ``final_loss_estimate`` this uses the
     paper's "early-align" strategy ([SwC] Sec. 4): ``L(T)`` is chosen so the curve best aligns
     with the reference over ``align_window`` (25-50% of training); until the run reaches the window,
-    the points from ``ref.fit_start`` up to ``align_window[1]`` are used instead. Deviations that
+    the points from ``ref.fit_start`` up to ``align_window[1]`` are used instead, and if fewer than two
+    points lie there (sparse evaluations), every point from ``ref.fit_start`` on. Deviations that
     start after the window (like the numerics bug near 60% in the paper) then show as growing
     residuals.
 
@@ -1100,10 +1101,11 @@ def collapse_residual(
     """
     t, y = _validated(steps, losses, total_steps)
     if final_loss_estimate is None:
-        lo, hi = align_window
-        if np.count_nonzero((t >= max(lo, ref.fit_start)) & (t <= hi)) < 2:
-            lo = ref.fit_start
-        final_loss_estimate = math.exp(_align(t, y, ref, max(lo, ref.fit_start), hi)[0])
+        # Widen the window until it holds two points: the paper's, then from fit_start, then everything.
+        lo, hi = next(((a, b) for a, b in ((max(align_window[0], ref.fit_start), align_window[1]),
+                                          (ref.fit_start, align_window[1]))
+                       if np.count_nonzero((t >= a) & (t <= b)) >= 2), (ref.fit_start, 1.0))
+        final_loss_estimate = math.exp(_align(t, y, ref, lo, hi)[0])
     normalized = y / final_loss_estimate
     reference = ref(t)
     z = (normalized - reference) / ref.band(t)

@@ -330,6 +330,15 @@ def test_residual_of_an_in_progress_run_uses_early_points(family: dict[str, Any]
     np.testing.assert_allclose(given.normalized, np.asarray(losses) / 2.6)
 
 
+def test_residual_of_sparse_evaluations_aligns_on_every_point_past_warmup(family: dict[str, Any]):
+    # One point in [fit_start, 0.5] (a monitor evaluating every 30% of the run): align on all points past warmup.
+    steps, losses, total = (np.asarray(v, dtype=float) if i < 2 else v for i, v in enumerate(family['large']))
+    pick = [int(np.searchsorted(steps, f * total)) for f in (0.05, 0.3, 0.6, 0.9)]
+    sparse = collapse_residual(steps[pick], losses[pick], total, family['ref'])
+    assert sparse.final_loss == pytest.approx(2.5, rel=0.02)
+    assert np.isnan(sparse.z[0]) and np.isfinite(sparse.z[1:]).all()
+
+
 def test_reference_json_round_trip(family: dict[str, Any]):
     ref = family['ref']
     restored = ReferenceCurve.from_json(ref.to_json())

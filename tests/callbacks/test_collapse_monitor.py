@@ -115,3 +115,13 @@ def test_non_finite_losses_are_left_out_of_the_curve(family, caplog):
         trainer.fit()
     assert any('is left out of the curve' in r.getMessage() for r in caplog.records)
     assert all(np.isfinite(unpack_state(monitor.state_dict())['losses']))
+
+
+def test_sparse_evaluations_are_aligned_on_every_point_past_warmup(family):
+    # Every 30 batches of 100: one evaluation falls in the 10-50% window; the run must not fail on it.
+    from composer.loggers import InMemoryLogger
+    memory = InMemoryLogger()
+    trainer = tiny_trainer(None, '100ba', callbacks=[CollapseMonitor(str(family[1]), interval=30)], loggers=[memory])
+    trainer.fit()
+    assert [int(ts.batch) for ts, _ in memory.data['collapse/residual_z']] == [60, 90, 100]
+    assert all(np.isfinite(value) for _, value in memory.data['collapse/predicted_final_loss'])
