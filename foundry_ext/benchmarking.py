@@ -1,6 +1,12 @@
-"""Measuring what foundry-ext costs per training step: paired A/B runs through ``train_from_yaml``.
+"""Measuring what foundry-ext costs per training step, through ``train_from_yaml``.
 
-Step time is the increase of Composer's ``time/train`` (logged by ``speed_monitor``) from one batch to
+Two harnesses:
+
+* :func:`paired_step_times`: whole runs of two configurations, alternating (a component set vs. plain Foundry).
+* :func:`in_run_ab`: one run in which a single component (callback or algorithm) is switched on and off in
+  alternating blocks of batches (:class:`ABSwitch`), which also times what the component itself spends.
+
+In :func:`paired_step_times`, step time is the increase of Composer's ``time/train`` (logged by ``speed_monitor``) from one batch to
 the next. Composer accumulates it over the whole loop iteration, evaluation excluded, so it includes the
 dataloader, the forward/backward/optimizer step and every callback and algorithm of the step. Runs of the
 two configurations alternate (A, B, A, B, ...) so that drifts of the machine (thermal, other load) hit
@@ -13,14 +19,21 @@ from __future__ import annotations
 import logging
 import os
 import statistics
+import tempfile
+import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Sequence, Union
 
 import numpy as np
+from composer.core import Algorithm, Callback, Event, State
+from composer.loggers import Logger
 
 log = logging.getLogger(__name__)
 
-__all__ = ['PairedResult', 'overhead_configs', 'paired_step_times']
+__all__ = ['ABStep', 'ABSwitch', 'PairedResult', 'ab_report', 'in_run_ab', 'overhead_configs', 'paired_step_times']
+
+DEMO_YAML = Path(__file__).resolve().parents[1] / 'yamls' / 'wsd.yaml'
 
 
 @dataclass
@@ -127,3 +140,125 @@ def overhead_configs(demo_yaml: str, out_dir: str, corpus: str) -> tuple[str, st
     om.save(plain, paths[0])
     om.save(ours, paths[1])
     return paths
+
+
+@dataclass(frozen=True)
+class ABStep:
+    """One timed training step of an in-run A/B benchmark."""
+    on: bool  # the component saw this step's events
+    wall: float  # seconds between this step's BATCH_END and the previous one's, data loading included
+    cpu: float  # this process's CPU seconds (all threads) over the same interval
+    inside: float  # seconds spent inside the component's own event handlers during the step
+
+
+class ABSwitch(Callback):
+    """Forwards events to a callback or algorithm only in alternating blocks of batches, and times every step.
+
+    After ``warmup`` batches, blocks of ``block`` batches go on, off, off, on, on, off, ... so that neither arm
+    always comes first. The switch flips between steps, so the component sees whole steps. Events in ``always``
+    (its setup) reach it whatever the block. An algorithm is called as Composer's engine calls it
+    (``match``, then ``apply``), but from this callback's place in the event order.
+
+    Args:
+        component (Callback | Algorithm): What to measure.
+        warmup (int): Batches before the first block (not recorded).
+        block (int): Batches per block; for a component with periodic work, a multiple of its period.
+        always (Sequence[Event]): Events forwarded in every block.
+    """
+
+    def __init__(self, component: Union[Callback, Algorithm], warmup: int, block: int,
+                 always: Sequence[Event] = (Event.INIT, Event.FIT_START)) -> None:
+        self.component, self.warmup, self.block, self.always = component, warmup, block, tuple(always)
+        self.on = False
+        self.steps: list[ABStep] = []
+        self._last = (0.0, 0.0)
+        self._inside = 0.0
+
+    def run_event(self, event: Event, state: State, logger: Logger) -> None:
+        if self.on or event in self.always:
+            start = time.perf_counter()
+            if isinstance(self.component, Algorithm):
+                if self.component.match(event, state):
+                    self.component.apply(event, state, logger)
+            else:
+                self.component.run_event(event, state, logger)
+            self._inside += time.perf_counter() - start
+        if event == Event.BATCH_END:
+            now = (time.perf_counter(), time.process_time())
+            done = int(state.timestamp.batch)
+            if done > self.warmup:
+                self.steps.append(ABStep(self.on, now[0] - self._last[0], now[1] - self._last[1], self._inside))
+            self._last, self._inside = now, 0.0
+            self.on = done >= self.warmup and (done - self.warmup) // self.block % 4 in (0, 3)
+
+
+def in_run_ab(component: Union[Callback, Algorithm], pairs: int, block: int, warmup: int,
+              overrides: Sequence[str] = (), yaml_path: Union[str, Path] = DEMO_YAML) -> list[ABStep]:
+    """Trains ``yaml_path`` (default the demo recipe) once with ``component`` behind an :class:`ABSwitch`.
+
+    The LR is flat (no warmup, decay after the run) so that nothing but the switch changes between blocks.
+
+    Args:
+        component (Callback | Algorithm): What to measure; not also listed in the YAML.
+        pairs (int): On/off block pairs.
+        block (int): Batches per block.
+        warmup (int): Batches before the first block.
+        overrides (Sequence[str]): Further Foundry overrides.
+        yaml_path (str | Path): The recipe.
+
+    Returns:
+        list[ABStep]: Every step after ``warmup``.
+    """
+    from llmfoundry.command_utils import train_from_yaml
+    from llmfoundry.registry import callbacks as callback_registry
+
+    class _Bound(ABSwitch):  # Foundry's registry wants a Callback class, built from YAML kwargs
+
+        def __init__(self) -> None:
+            super().__init__(component, warmup, block)
+
+    callback_registry.register('foundry_ext_ab_switch', func=_Bound)
+    total = warmup + 2 * pairs * block
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = train_from_yaml(str(yaml_path), [
+            f'variables.run_dir={run_dir}', f'max_duration={total}ba', 'scheduler.t_warmup=0ba',
+            f'scheduler.t_decay_start={2 * total}ba', 'scheduler.t_decay=1ba', 'save_folder=null',
+            'eval_loader=null', 'eval_interval=1', 'log_to_console=false', 'python_log_level=null',
+            'callbacks.foundry_ext_ab_switch={}', *overrides])
+        trainer.close()
+    return next(cb for cb in trainer.state.callbacks if isinstance(cb, _Bound)).steps
+
+
+def _pair_ratios(steps: Sequence[ABStep], block: int, measure: str) -> list[float]:
+    """On/off ratio of median ``measure`` (``wall`` or ``cpu``) for each pair of adjacent blocks."""
+    ratios = []
+    for start in range(0, len(steps) - 2 * block + 1, 2 * block):
+        pair = steps[start:start + 2 * block]
+        on = [getattr(step, measure) for step in pair if step.on]
+        off = [getattr(step, measure) for step in pair if not step.on]
+        ratios.append(statistics.median(on) / statistics.median(off))
+    return ratios
+
+
+def ab_report(steps: Sequence[ABStep], block: int) -> str:
+    """A markdown table of an in-run A/B benchmark: step time, on/off ratios, time inside the component.
+
+    The time inside is given as the median over the "on" steps (the typical step) and as their mean, which
+    counts periodic work at its average rate.
+    """
+    on = [step for step in steps if step.on]
+    on_wall = statistics.median(step.wall for step in on)
+    inside = statistics.fmean(step.inside for step in on)
+    typical = statistics.median(step.inside for step in on)
+    lines = [f'{len(steps) // (2 * block)} on/off pairs of {block} batches', '', '| measure | value |', '|---|---|',
+             f'| step wall time, component on (median) | {on_wall * 1e3:.1f} ms |']
+    for name in ('wall', 'cpu'):
+        ratios = _pair_ratios(steps, block, name)
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        lines += [f'| {name} time ratio on/off: median of pairs (quartiles) | {statistics.median(ratios):.4f} '
+                  f'({quartiles[0]:.4f} to {quartiles[2]:.4f}) |',
+                  f'| {name} time ratio on/off: mean of pairs (min, max) | {statistics.fmean(ratios):.4f} '
+                  f'({min(ratios):.4f}, {max(ratios):.4f}) |']
+    lines += [f'| time inside the component per step, {name} | {value * 1e3:.3f} ms ({value / on_wall:.3%} of the '
+              f'median step) |' for name, value in (('median', typical), ('mean', inside))]
+    return '\n'.join(lines)
