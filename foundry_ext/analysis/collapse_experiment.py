@@ -48,7 +48,10 @@ from foundry_ext.config import load_train_config
 
 log = logging.getLogger(__name__)
 
-__all__ = ['CPU_SPEC', 'GPU_SPEC', 'FamilySpec', 'ModelSize', 'fit_family_reference', 'format_summary', 'run_experiment']
+__all__ = [
+    'CPU_SPEC', 'GPU_SPEC', 'FamilySpec', 'ModelSize', 'fit_family_reference', 'format_summary', 'run_experiment',
+    'shape_check',
+]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_YAML = REPO / 'yamls' / 'collapse_family.yaml'
@@ -265,6 +268,27 @@ def _bad_tau_analysis(spec: FamilySpec, bad: CollapseRun, twin: CollapseRun, ref
         'final_loss_twin': _final_window_mean(spec, twin),
         'total_steps': total,
     }
+
+
+def shape_check(spec: FamilySpec, out_dir: Path, reuse: bool = False) -> str:
+    """Trains every size with every seed (no reference, no bad run) and tabulates whether their shapes agree.
+
+    A quick test of a family's settings before the whole experiment: curves that collapse have the same
+    normalized loss at ``spec.fraction_used`` whatever the size, so that is what the table shows, next to each
+    run's final loss (the mean over its last ``spec.final_window``, which also divides the smoothed curve).
+
+    Returns:
+        str: A markdown table, one row per run.
+    """
+    lines = [f'| run | T (steps) | L({spec.fraction_used:g} T) / L(T) | L(T) |', '|---|---|---|---|']
+    for size in spec.sizes:
+        for seed in spec.seeds:
+            run, _ = train_member(spec, size, seed, out_dir / f'{size.label}-s{seed}', reuse=reuse)
+            final = _final_window_mean(spec, run)
+            s, y = smooth_curve(run.curve.steps, run.curve.losses, spec.smoothing)
+            early = float(np.interp(spec.fraction_used * run.total_steps, s, y)) / final
+            lines.append(f'| {run.name} | {run.total_steps} | {early:.3f} | {final:.4f} |')
+    return '\n'.join(lines)
 
 
 def fit_family_reference(spec: FamilySpec, runs: Sequence[CollapseRun]) -> ReferenceCurve:
