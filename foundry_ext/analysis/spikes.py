@@ -72,7 +72,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -91,6 +91,7 @@ __all__ = [
     'STATUS_TRUNCATED',
     'SpikeDetector',
     'detect_events',
+    'run_detector',
 ]
 
 FAST_RECOVERING = 'fast_recovering'
@@ -711,11 +712,42 @@ class SpikeDetector:
         return event
 
 
-def detect_events(steps: Sequence[int], losses: Sequence[float], **detector_kwargs: Any) -> list[LossEvent]:
-    """Runs a :class:`SpikeDetector` over a whole series and returns its classified events.
+def run_detector(
+    detector: SpikeDetector,
+    steps: Sequence[int],
+    losses: Sequence[float],
+    before_update: Optional[Callable[[int], None]] = None,
+) -> list[tuple[int, LossEvent]]:
+    """Feeds a whole series through ``detector`` as training would, then closes what is still open.
 
     This is the same code path as the online use: every loss goes through :meth:`SpikeDetector.update`, and
     :meth:`SpikeDetector.finalize` closes what is still open at the last step.
+
+    Args:
+        detector (SpikeDetector): A fresh detector.
+        steps (Sequence[int]): Increasing training steps.
+        losses (Sequence[float]): Loss at each step.
+        before_update (Callable[[int], None], optional): Called with each step before its loss goes in, e.g.
+            to read the detector's trend and threshold there.
+
+    Returns:
+        list[tuple[int, LossEvent]]: ``(step it was closed at, event)`` for every resolved or truncated event
+        (the ``'open'`` notifications are left out), in the order they were closed.
+    """
+    if len(steps) != len(losses):
+        raise ValueError(f'steps and losses differ in length: {len(steps)} vs {len(losses)}.')
+    closed: list[tuple[int, LossEvent]] = []
+    for step, loss in zip(np.asarray(steps).tolist(), np.asarray(losses, dtype=np.float64).tolist()):
+        if before_update is not None:
+            before_update(step)
+        closed.extend((step, e) for e in detector.update(step, loss) if e.status != STATUS_OPEN)
+    if len(steps):
+        closed.extend((int(steps[-1]), e) for e in detector.finalize(int(steps[-1])))
+    return closed
+
+
+def detect_events(steps: Sequence[int], losses: Sequence[float], **detector_kwargs: Any) -> list[LossEvent]:
+    """The classified events of a whole series (:func:`run_detector` with a new :class:`SpikeDetector`).
 
     Args:
         steps (Sequence[int]): Increasing training steps.
@@ -723,18 +755,9 @@ def detect_events(steps: Sequence[int], losses: Sequence[float], **detector_kwar
         **detector_kwargs: Passed to :class:`SpikeDetector`.
 
     Returns:
-        list[LossEvent]: The resolved and truncated events (the ``'open'`` notifications are left out), in the
-        order they were closed.
+        list[LossEvent]: The resolved and truncated events, in the order they were closed.
     """
-    if len(steps) != len(losses):
-        raise ValueError(f'steps and losses differ in length: {len(steps)} vs {len(losses)}.')
-    detector = SpikeDetector(**detector_kwargs)
-    events: list[LossEvent] = []
-    for step, loss in zip(np.asarray(steps).tolist(), np.asarray(losses, dtype=np.float64).tolist()):
-        events.extend(e for e in detector.update(step, loss) if e.status != STATUS_OPEN)
-    if len(steps):
-        events.extend(detector.finalize(int(steps[-1])))
-    return events
+    return [event for _, event in run_detector(SpikeDetector(**detector_kwargs), steps, losses)]
 
 
 def _event_of(kind: str, status: str, record: Optional[dict[str, Any]]) -> LossEvent:

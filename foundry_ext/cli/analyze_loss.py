@@ -23,7 +23,7 @@ from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, read_metric
 from foundry_ext.analysis.plots import plot_loss_events
 from foundry_ext.analysis.spike_config import (DETECTOR_DEFAULTS, check_detector_kwargs, event_record,
                                                stream_detector_kwargs)
-from foundry_ext.analysis.spikes import EVENT_KINDS, STATUS_OPEN, LossEvent, SpikeDetector
+from foundry_ext.analysis.spikes import EVENT_KINDS, LossEvent, SpikeDetector, run_detector
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +112,16 @@ def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOS
     spike_detector = SpikeDetector(**kwargs)
     steps = np.asarray(steps, dtype=np.int64)
     losses = np.asarray(losses, dtype=np.float64)
-    events: list[LossEvent] = []
-    ends: list[int] = []
-
-    def close(closed: list[LossEvent], step: int) -> None:
-        for event in closed:
-            if event.status != STATUS_OPEN:
-                events.append(event)
-                ends.append(step if event.recovered_step is None else event.recovered_step)
-
     trend_at = []
-    for step, loss in zip(steps.tolist(), losses.tolist()):
+
+    def record_trend(step: int) -> None:
         threshold = spike_detector.spike_threshold(step)
         if math.isfinite(threshold):  # the warmup is over
             trend_at.append((step, spike_detector.trend_loss(step), threshold))
-        close(spike_detector.update(step, loss), step)
-    if len(steps):
-        close(spike_detector.finalize(int(steps[-1])), int(steps[-1]))
+
+    closed = run_detector(spike_detector, steps, losses, before_update=record_trend)
+    events = [event for _, event in closed]
+    ends = [step if event.recovered_step is None else event.recovered_step for step, event in closed]
     notes = []
     finite = int(np.isfinite(losses).sum())
     warmup = spike_detector.config['warmup_steps']

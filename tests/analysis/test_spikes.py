@@ -11,7 +11,7 @@ from foundry_ext.analysis.spike_evaluation import (evaluate, format_markdown, ki
                                                    olmo_sigma_rule)
 from foundry_ext.analysis.spikes import (DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
                                          SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED, STATUS_TRUNCATED,
-                                         LossEvent, SpikeDetector, detect_events)
+                                         LossEvent, SpikeDetector, detect_events, run_detector)
 from foundry_ext.analysis.synthetic_curves import CurveBase, EventSpec, make_curve, random_labeled_suite
 
 BASE = CurveBase(l_inf=2.0, amplitude=60.0, t0=1000.0, alpha=0.5)
@@ -222,6 +222,20 @@ def test_detect_events_is_the_streaming_path():
 
     assert offline == streamed
     assert {e.kind for e in offline} == {FAST_RECOVERING, DIVERGENCE}
+
+
+def test_run_detector_reports_where_each_event_closed_and_calls_back_before_each_update():
+    spec = EventSpec(NOT_RECOVERING, START + 1000, height=0.5, recovery_steps=20, level_shift=0.25)
+    fast = EventSpec(FAST_RECOVERING, START + 500, height=0.4, rise_steps=2, recovery_steps=40)
+    steps, losses, _ = _curve([fast, spec], n_steps=1400, noise=0.01)
+    seen = []
+    closed = run_detector(SpikeDetector(), steps, losses, before_update=seen.append)
+    assert seen == steps.tolist()
+    (spike_at, spike), (shift_at, shift) = closed
+    assert spike.kind == FAST_RECOVERING and spike.status == STATUS_RESOLVED
+    assert spike.detect_step < spike_at < steps[-1]
+    assert shift.status == STATUS_TRUNCATED and shift_at == steps[-1]  # closed by finalize at the last step
+    assert [e for _, e in closed] == detect_events(steps, losses)
 
 
 def test_ignores_repeated_steps_and_non_positive_losses(caplog):
