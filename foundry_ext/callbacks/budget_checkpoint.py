@@ -13,7 +13,7 @@ It reads the budgets from the run's scheduler (``wsd``: the end of its decay; ``
 budget (exactly at the budget for ``ba`` units). With sharded checkpoints (``fsdp_config.state_dict_type:
 sharded``) Composer names the folder of shards itself, ``ep{epoch}-ba{batch}/``; the manifest has the real
 path either way. A manifest, ``budgets.json`` in the same folder, lists
-budget, step, samples, tokens, train loss, eval metrics measured at that step (when an eval ran there)
+budget, step, samples, tokens, train loss, the metrics of the evaluators that ran at that step
 and the files. The manifest is also in the callback's checkpointed state, so it survives resume.
 """
 
@@ -31,7 +31,7 @@ from composer.utils import checkpoint, dist, format_name_with_dist
 
 from foundry_ext.callbacks.save_folder import local_save_folder
 from foundry_ext.checkpoint_state import pack_state, unpack_state
-from foundry_ext.schedulers.compiled import composer_scheduler_of
+from foundry_ext.schedulers.compiled import compiled_schedule_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ class BudgetCheckpoint(Callback):
         self.hf_precision = hf_precision
         self.folder: Optional[str] = None
         self.manifest: list[dict[str, Any]] = []
-        self._last_eval_batch = -1
+        self._eval_batch = -1
+        self._eval: dict[str, float] = {}  # metrics of the evaluators that ran at batch _eval_batch
         self._hf = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -81,15 +82,16 @@ class BudgetCheckpoint(Callback):
         self._hf.run_event(Event.INIT, state, logger)
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        scheduler = composer_scheduler_of(state)
-        if scheduler is None or not hasattr(scheduler, 'decay_ends'):
+        compiled = compiled_schedule_of(state)
+        scheduler = compiled.scheduler if compiled is not None else None
+        if compiled is None or not hasattr(scheduler, 'decay_ends'):
             raise ValueError(
                 f'callbacks.budget_checkpoint needs a schedule with budgets (wsd, wsd_s or cyclic_cosine), but the '
                 f'run uses {type(scheduler).__name__ if scheduler else "no ComposerScheduler"}. Switch the '
                 f'scheduler or remove the callback.',
             )
         self.scheduler = scheduler
-        self.budgets = scheduler.decay_ends(state)
+        self.budgets = scheduler.decay_ends(state, compiled.ssr)  # where the LR really decays under scale_schedule_ratio
         if self.folder_template is not None:
             self.folder = format_name_with_dist(self.folder_template, state.run_name)
         else:
@@ -107,7 +109,18 @@ class BudgetCheckpoint(Callback):
         log.info(f'budget_checkpoint: will save at {self.budgets} ({scheduler.unit.value}) into {self.folder}')
 
     def eval_end(self, state: State, logger: Logger) -> None:
-        self._last_eval_batch = int(state.timestamp.batch)
+        batch, label = int(state.timestamp.batch), state.dataloader_label
+        metrics = {f'{label}/{name}': float(metric.compute())
+                   for name, metric in state.eval_metrics.get(label, {}).items()}
+        if batch != self._eval_batch:
+            self._eval_batch, self._eval = batch, {}
+        self._eval.update(metrics)
+        # Evaluators due at EPOCH_END or FIT_END run after this batch's checkpoint: add them to its entry.
+        entries = [entry for entry in self.manifest if entry['step'] == batch]
+        for entry in entries:
+            entry['eval'] = {**(entry['eval'] or {}), **metrics}
+        if entries:
+            self._write_manifest()
 
     def batch_checkpoint(self, state: State, logger: Logger) -> None:
         unit = self.scheduler.unit
@@ -133,7 +146,7 @@ class BudgetCheckpoint(Callback):
             'samples': int(state.timestamp.sample),
             'tokens': int(state.timestamp.token),
             'train_loss': _train_loss(state),
-            'eval': _eval_metrics(state) if self._last_eval_batch == batch else None,
+            'eval': dict(self._eval) if self._eval_batch == batch else None,
             'checkpoint': path,
             'hf_checkpoint': None,
         }
@@ -144,9 +157,14 @@ class BudgetCheckpoint(Callback):
         # A budget replayed after a resume replaces its earlier entry.
         self.manifest = [e for e in self.manifest if e['index'] != index] + [entry]
         logger.log_metrics({'budget_checkpoint/budget': index})
+        self._write_manifest()
         if dist.get_global_rank() == 0:
-            Path(self.folder, MANIFEST).write_text(json.dumps(self.manifest, indent=2))
             log.info(f'budget_checkpoint: budget {index} ({budget}{unit}) saved at batch {batch}: {path}')
+
+    def _write_manifest(self) -> None:
+        if dist.get_global_rank() == 0:
+            assert self.folder is not None
+            Path(self.folder, MANIFEST).write_text(json.dumps(self.manifest, indent=2))
 
 
 def _train_loss(state: State) -> Optional[float]:
@@ -154,10 +172,3 @@ def _train_loss(state: State) -> Optional[float]:
     value = losses.get('loss/train/total')
     return None if value is None else float(value)
 
-
-def _eval_metrics(state: State) -> dict[str, float]:
-    return {
-        f'{label}/{name}': float(metric.compute())
-        for label, metrics in state.eval_metrics.items()
-        for name, metric in metrics.items()
-    }

@@ -85,3 +85,49 @@ def test_a_remote_save_folder_is_refused_rather_than_written_to_a_temporary_fold
     explicit = BudgetCheckpoint(folder=str(tmp_path / 'budgets'))
     explicit.fit_start(trainer.state, trainer.logger)
     assert explicit.folder == str(tmp_path / 'budgets')
+
+
+def _manifest_of(trainer_kwargs, scheduler, max_duration, tmp_path, **kwargs):
+    from foundry_ext.callbacks.budget_checkpoint import BudgetCheckpoint
+    from tests.conftest import tiny_trainer
+
+    trainer = tiny_trainer(scheduler, max_duration, callbacks=[BudgetCheckpoint()], save_folder=str(tmp_path / 'ckpt'),
+                           save_interval='100ba', **trainer_kwargs, **kwargs)
+    trainer.fit()
+    return json.loads((tmp_path / 'ckpt' / 'budgets' / 'budgets.json').read_text())
+
+
+def test_budgets_follow_scale_schedule_ratio(tmp_path):
+    from foundry_ext.schedulers import WSDSScheduler
+
+    # Composer calls the schedule with ssr 0.5: its decays end at 5 and 10, where the models are saved.
+    manifest = _manifest_of({'scale_schedule_ratio': 0.5}, WSDSScheduler(budgets=['10ba', '20ba']), '20ba', tmp_path)
+    assert [(e['budget'], e['step']) for e in manifest] == [('5ba', 5), ('10ba', 10)]
+
+
+def _eval_loader():
+    from torch.utils.data import DataLoader, TensorDataset
+    return DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,))), batch_size=4)
+
+
+def test_eval_metrics_are_those_measured_at_the_budget_step(tmp_path):
+    from composer.core import Evaluator
+
+    from foundry_ext.schedulers import WSDSScheduler
+
+    evaluators = [Evaluator(label='often', dataloader=_eval_loader(), eval_interval='4ba'),
+                  Evaluator(label='rare', dataloader=_eval_loader(), eval_interval='8ba')]
+    manifest = _manifest_of({'eval_dataloader': evaluators}, WSDSScheduler(budgets=['4ba', '12ba']), '12ba', tmp_path)
+    # 'rare' never ran by batch 4; at 12 (the end of training) both ran, after the checkpoint was written.
+    assert set(manifest[0]['eval']) == {'often/CrossEntropy', 'often/MulticlassAccuracy'}
+    assert set(manifest[1]['eval']) == {f'{label}/{name}' for label in ('often', 'rare')
+                                        for name in ('CrossEntropy', 'MulticlassAccuracy')}
+
+
+def test_an_eval_at_the_end_of_an_epoch_is_added_to_that_budget(tmp_path):
+    from foundry_ext.schedulers import WSDSScheduler
+
+    manifest = _manifest_of({'eval_dataloader': _eval_loader(), 'eval_interval': '1ep', 'batches': 8},
+                            WSDSScheduler(budgets=['1ep', '2ep']), '2ep', tmp_path)
+    assert [e['step'] for e in manifest] == [8, 16]
+    assert all(set(e['eval']) == {'eval/CrossEntropy', 'eval/MulticlassAccuracy'} for e in manifest)
