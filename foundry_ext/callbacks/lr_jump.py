@@ -23,7 +23,8 @@ __all__ = ['LRJump']
 class LRJump(Callback):
     """Multiplies every parameter group's LR by ``factor`` for the batches ``start <= batch < start + steps``.
 
-    The scheduler sets the LR again after each batch, so the jump ends by itself.
+    The jump ends by itself: at ``BATCH_END`` a group whose LR no scheduler has set again since (no scheduler, or
+    one stepped per epoch) gets its scheduled LR back. A Composer schedule sets the LR from scratch every batch.
 
     Args:
         start (int): First batch (``state.timestamp.batch`` when it starts) trained at the raised LR.
@@ -41,12 +42,21 @@ class LRJump(Callback):
         self.start = start
         self.steps = steps
         self.factor = float(factor)
+        self._scheduled: list[float] = []  # the groups' LRs before this batch's jump
 
     def batch_start(self, state: State, logger: Logger) -> None:
         batch = int(state.timestamp.batch)
         if not self.start <= batch < self.start + self.steps:
             return
-        for optimizer in state.optimizers:
-            for group in optimizer.param_groups:
-                group['lr'] *= self.factor
+        groups = [group for optimizer in state.optimizers for group in optimizer.param_groups]
+        self._scheduled = [group['lr'] for group in groups]
+        for group in groups:
+            group['lr'] *= self.factor
         log.warning('lr_jump: training batch %d at %g x the scheduled LR.', batch, self.factor)
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        groups = [group for optimizer in state.optimizers for group in optimizer.param_groups]
+        for group, lr in zip(groups, self._scheduled):
+            if group['lr'] == lr * self.factor:  # still the raised value: no scheduler stepped in between
+                group['lr'] = lr
+        self._scheduled = []
