@@ -103,7 +103,7 @@ def load_run(
 
     Raises:
         KeyError: If the metrics file has no ``loss_key``.
-        ValueError: If losses are logged beyond ``T``.
+        ValueError: If losses are logged beyond ``T``, or none is finite.
     """
     metrics_path = _metrics_path(Path(path))
     metrics = read_metrics(metrics_path)
@@ -114,6 +114,8 @@ def load_run(
     if not finite.all():
         log.warning('%s: dropping %d non-finite losses.', metrics_path, int((~finite).sum()))
         steps, losses = steps[finite], losses[finite]
+    if not steps.size:
+        raise ValueError(f'{metrics_path} has no finite {loss_key} value: nothing to normalize.')
     budget = None
     config_path = metrics_path.with_name(CONFIG_NAME)
     if config_path.is_file():

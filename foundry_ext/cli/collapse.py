@@ -14,6 +14,8 @@ from typing import Iterator, Optional
 
 import typer
 
+from foundry_ext.cli.errors import USER_ERRORS, error_message
+
 log = logging.getLogger(__name__)
 
 __all__ = ['app']
@@ -31,8 +33,8 @@ def _errors_as_messages() -> Iterator[None]:
     """Shows bad input (a missing file, a wrong unit, an unfinished run) as one line instead of a traceback."""
     try:
         yield
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        typer.echo(f'error: {err.args[0] if err.args else err}', err=True)
+    except USER_ERRORS as err:
+        typer.echo(f'error: {error_message(err)}', err=True)
         raise typer.Exit(1) from err
 
 
@@ -84,6 +86,8 @@ def fit(
     loss_key: str = typer.Option('loss/train/total', '--loss-key', help='Loss metric.'),
 ) -> None:
     """Fit a reference curve ([SwC] Eq. 4) and its band on finished runs with matched controls."""
+    from pathlib import Path
+
     import numpy as np
 
     from foundry_ext.analysis.collapse import fit_reference, predict_final_loss, smooth_curve
@@ -115,8 +119,8 @@ def fit(
                 for problem in ref.controls_mismatch(b.tau_fraction, b.tpp):
                     _warn(f'{run.name}: {problem} (of {loaded[0].name}); the runs do not share controls, so their '
                           'curves need not collapse.')
-    with open(out, 'w') as f:
-        f.write(ref.to_json())
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(ref.to_json())
     for run in loaded:
         # The L(T) each run was normalized by: aligned over its whole curve ('fit'), or its tail line.
         final = (predict_final_loss(*smooth_curve(run.curve.steps, run.curve.losses, smooth), run.total_steps,

@@ -15,6 +15,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help='foundry-ext: WSD schedules, resume guards and loss-curve analysis for LLM-Foundry.')
 # Sub-apps import only typer here; their commands import what they need.
 from foundry_ext.cli.collapse import app as collapse_app  # noqa: E402
+from foundry_ext.cli.errors import USER_ERRORS, error_message  # noqa: E402
 
 app.add_typer(collapse_app, name='collapse')
 
@@ -41,7 +42,11 @@ def plot_schedule(
 ) -> None:
     """Draw the YAML's LR schedule against the step for several max_durations."""
     from foundry_ext.cli.plot_schedule import plot_schedule as run
-    path = run(yaml_path, [d.strip() for d in max_duration.split(',') if d.strip()], out, overrides, compare_cosine)
+    durations = [d.strip() for d in max_duration.split(',') if d.strip()]
+    if not durations:
+        raise typer.BadParameter(f'{max_duration!r} names no run length; give e.g. 1000ba,2000ba.',
+                                 param_hint='--max-duration')
+    path = run(yaml_path, durations, out, overrides, compare_cosine)
     typer.echo(f'wrote {path}')
 
 
@@ -57,7 +62,12 @@ def branch(
 ) -> None:
     """Branch a finished (decayed) model off a WSD main run, at one or several checkpoints."""
     from foundry_ext.cli.branch import plan_branch, run_branches
-    steps = [int(s) for s in at.split(',')] if at else [None]
+    try:
+        steps = [int(s) for s in at.split(',') if s.strip()] if at is not None else [None]
+    except ValueError:
+        steps = []
+    if not steps:
+        raise typer.BadParameter(f'{at!r}: give whole step numbers, comma-separated, e.g. 200,400.', param_hint='--at')
     if save_folder is not None and len(steps) > 1:
         raise typer.BadParameter('--save-folder names one folder; drop it to give each branch its own.')
     plans = [plan_branch(yaml_path, source, step, decay, save_folder, overrides or []) for step in steps]
@@ -95,11 +105,11 @@ def prepare_data(
 
 
 def main() -> None:
-    """The console script: a bad YAML value or argument prints its message (key, value, fix), not a traceback."""
+    """The console script: bad input (a YAML value, a file, a metric) prints its message, not a traceback."""
     try:
         app()
-    except ValueError as err:
-        typer.secho(f'error: {err}', fg='red', err=True)
+    except USER_ERRORS as err:
+        typer.secho(f'error: {error_message(err)}', fg='red', err=True)
         raise SystemExit(2) from err
 
 

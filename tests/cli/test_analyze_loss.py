@@ -89,3 +89,16 @@ def test_bad_settings_and_short_series_are_reported(tmp_path):
     assert result.exit_code == 1 and "no metric 'loss'" in repr(result.exception)
     result = _invoke(path)
     assert result.exit_code == 0 and 'note: Only 20 finite points, fewer than warmup_steps=100' in result.output
+
+
+def test_the_console_script_prints_bad_input_as_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / 'm.csv'
+    path.write_text('step,loss/train/total\n0,3.0\n1,2.9\n')
+    for args, message in ((['analyze-loss', str(tmp_path / 'missing.jsonl')], 'missing.jsonl'),
+                          (['analyze-loss', str(path), '--key', 'loss'], "has no metric 'loss'")):
+        done = subprocess.run([sys.executable, '-m', 'foundry_ext.cli.main', *args], capture_output=True, text=True)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert 'Traceback' not in done.stderr and done.stderr.count('error: ') == 1

@@ -91,3 +91,21 @@ def test_fit_predict_and_plot_real_runs(family, tmp_path):
     assert result.exit_code == 1 and "runs ['partial'] did not log a loss at their last step" in result.output
     result = _invoke('plot', str(partial), '-o', str(tmp_path / 'y.png'))
     assert result.exit_code == 1 and 'partial is unfinished: pass --ref' in result.output
+
+
+def test_missing_files_and_all_nan_runs_are_one_line_errors(family, tmp_path):
+    result = _invoke('tau', str(tmp_path / 'missing.yaml'))
+    assert result.exit_code == 1 and 'missing.yaml' in result.output and 'error: 2' not in result.output
+    nan_run = tmp_path / 'nan'
+    nan_run.mkdir()
+    (nan_run / 'metrics.jsonl').write_text(''.join(f'{{"step": {s}, "loss/train/total": NaN}}\n' for s in range(5)))
+    result = _invoke('fit', str(nan_run), '-o', str(tmp_path / 'ref.json'))
+    assert result.exit_code == 1 and 'has no finite loss/train/total value' in result.output
+
+
+def test_fit_creates_the_output_folder(family, tmp_path):
+    _, ref_path = family
+    out = tmp_path / 'refs' / 'new' / 'ref.json'
+    result = _invoke('fit', *(str(ref_path.parent / f'ref-s{seed}') for seed in SPEC.seeds), '-o', str(out))
+    assert result.exit_code == 0, result.output
+    assert ReferenceCurve.from_json(out.read_text()).smoothing == 25

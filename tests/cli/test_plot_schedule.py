@@ -19,3 +19,9 @@ def test_plot_schedule_reports_bad_yaml_values(tmp_path):
                                       'scheduler.t_decay=0.2dur'])
     assert result.exit_code != 0
     assert "scheduler.t_decay='0.2dur'" in str(result.exception)
+
+
+def test_plot_schedule_needs_a_run_length(tmp_path):
+    result = CliRunner().invoke(app, ['plot-schedule', DEMO_YAML, '-m', ',', '-o', str(tmp_path / 'x.png')])
+    assert result.exit_code == 2 and 'names no run length' in result.output
+    assert not (tmp_path / 'x.png').exists()
