@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from composer.core import State, Time
+from composer.core import State, Time, TimeUnit
 from composer.optim import ComposerScheduler
 
 from foundry_ext.schedulers.shapes import (
@@ -177,15 +177,18 @@ class WSDScheduler(ComposerScheduler):
     def configured_decay_start(self, max_duration: Optional[TimeLike]) -> Optional[Time]:
         """The decay start read from the config alone, without a run's state.
 
-        ``t_decay_start`` if set, else ``max_duration - t_decay`` when ``max_duration`` is in the schedule's
-        unit; None when only a running trainer could convert it (another unit, or no ``max_duration``).
+        ``t_decay_start`` if set, else ``max_duration - t_decay`` when both are in the same unit; None when
+        only a running trainer could convert it (epochs, which need the dataloader's length, another unit, or
+        no ``max_duration``).
         """
         if self.t_decay_start is not None:
-            return self.t_decay_start
+            return self.t_decay_start if self.t_decay_start.unit != TimeUnit.EPOCH else None
         if max_duration is None:
             return None
         end = max_duration if isinstance(max_duration, Time) else Time.from_timestring(str(max_duration))
-        return Time(end.value - self.t_decay.value, self.unit) if end.unit == self.unit else None
+        if end.unit != self.t_decay.unit or end.unit == TimeUnit.EPOCH:
+            return None
+        return Time(end.value - self.t_decay.value, end.unit)
 
     def decay_ends(self, state: State, ssr: float = 1.0) -> list[int]:
         """When the decayed model is due (the decay's end), as a count in :attr:`unit`."""

@@ -55,5 +55,13 @@ def test_branch_refuses_the_main_folder_bad_steps_and_non_wsd(tmp_path):
         plan_branch(DEMO_YAML, ckpts, None, '8ba', overrides=[*base, 'scheduler.name=cosine_with_warmup'])
     with pytest.raises(ValueError, match='--at 12: the main run was already decaying there'):
         plan_branch(DEMO_YAML, ckpts, 12, '8ba', overrides=[*base, 'scheduler.t_decay_start=10ba'])
+    # A decay start in epochs is not compared with a step in batches (only a run knows an epoch's length).
+    assert plan_branch(DEMO_YAML, ckpts, 12, '8ba', overrides=[*base, 'scheduler.t_decay_start=1ep']).step == 12
     plan = plan_branch(DEMO_YAML, ckpts, None, '8ba', overrides=base)  # newest checkpoint by default
     assert plan.step == 12 and 'max_duration=20ba' in plan.overrides
+    from typer.testing import CliRunner
+
+    from foundry_ext.cli.main import app
+    for at in ('abc', ','):
+        result = CliRunner().invoke(app, ['branch', DEMO_YAML, '--from', ckpts, '--at', at, '--decay', '8ba'])
+        assert result.exit_code == 2 and 'give whole step numbers' in result.output

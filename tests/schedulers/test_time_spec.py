@@ -18,6 +18,8 @@ def test_parse_absolute_times(value, expected):
     (0.5, 'has no unit'),
     ('-5ba', 'must be >= 0'),
     ('ten', 'is not a time string'),
+    ('0.5ep', 'must be a whole number of its unit'),
+    ('1.5ba', 'must be a whole number of its unit'),
 ])
 def test_parse_refuses_with_key_value_and_fix(value, fragment):
     with pytest.raises(ValueError) as err:

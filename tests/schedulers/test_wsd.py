@@ -65,6 +65,10 @@ def test_configured_decay_start_without_a_run():
     assert default.configured_decay_start('1000sp') is None  # needs the batch size: only a run can convert
     assert default.configured_decay_start(None) is None
     assert WSDScheduler(t_decay='20ba', t_decay_start='30ba').configured_decay_start('100ba').value == 30
+    # Epochs need the dataloader's length, which only a run knows.
+    assert WSDScheduler(t_decay='1ep').configured_decay_start('1000ba') is None
+    assert WSDScheduler(t_decay='20ba').configured_decay_start('4ep') is None
+    assert WSDScheduler(t_decay='20ba', t_decay_start='1ep').configured_decay_start('100ba') is None
 
 
 class _LRAtBatchStart(Callback):
