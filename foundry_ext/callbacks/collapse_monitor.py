@@ -148,9 +148,21 @@ class CollapseMonitor(Callback):
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
         self.total_steps = self._total_steps(state)
+        self._check_evaluations_fit(self.total_steps)
         if state.timestamp.batch.value > 0 and not self._window:
             self._warn_once('history', 'starting at batch %d with no history (the checkpoint has no %s state): '
                             'the early-align window may be incomplete.', state.timestamp.batch.value, WHERE)
+
+    def _check_evaluations_fit(self, total: int) -> None:
+        """Refuses settings under which no evaluation of the whole run would log (fewer than two past fit_start)."""
+        batches = {*range(self.interval, total + 1, self.interval), total}
+        # An evaluation at batch b averages the losses of steps b - smoothing .. b - 1.
+        centers = [b - 1 - (self.smoothing - 1) / 2 for b in batches if b >= self.smoothing]
+        if sum(c / total >= self.ref.fit_start for c in centers) < 2:
+            raise ValueError(
+                f'{WHERE}: with interval={self.interval} and smoothing={self.smoothing}, this run of {total} batches '
+                f'has fewer than 2 evaluations past the reference\'s fit_start={self.ref.fit_start:g} of the run, so '
+                f'nothing would be logged. Lower {WHERE}.interval (and smoothing) or lengthen the run.')
 
     @staticmethod
     def _total_steps(state: State) -> int:

@@ -125,3 +125,11 @@ def test_sparse_evaluations_are_aligned_on_every_point_past_warmup(family):
     trainer.fit()
     assert [int(ts.batch) for ts, _ in memory.data['collapse/residual_z']] == [60, 90, 100]
     assert all(np.isfinite(value) for _, value in memory.data['collapse/predicted_final_loss'])
+
+
+@pytest.mark.parametrize('kwargs', [{'interval': 200}, {'smoothing': 200}])
+def test_settings_that_would_never_log_are_refused_before_training(family, kwargs):
+    trainer = tiny_trainer(None, '100ba', callbacks=[CollapseMonitor(str(family[1]), **kwargs)])
+    with pytest.raises(ValueError, match=r'callbacks.collapse_monitor: with interval=.* fewer than 2 evaluations'):
+        trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 0
