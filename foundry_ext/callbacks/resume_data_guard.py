@@ -185,6 +185,7 @@ class ResumeDataGuard(Callback):
         self._order: Optional[dict[str, Any]] = None  # Streaming order settings of the run
         # Per fit.
         self._loaded = False
+        self._loaded_batch = 0  # the timestamp right after the load: fit(reset_time=True) then sets it back to 0
         self._first_batch = False
         self._stream_position: Optional[tuple[int, int]] = None  # (epoch, sample) the StreamingDataset started at
         self._check: Optional[_Check] = None
@@ -214,10 +215,18 @@ class ResumeDataGuard(Callback):
         self._order = state['streaming_order']
         self._loaded = True
 
+    def after_load(self, state: State, logger: Logger) -> None:
+        del logger
+        self._loaded_batch = int(state.timestamp.batch)
+
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
         self._pending, self._capacity, self._first_batch, self._check = None, None, True, None
         ts = state.timestamp
+        if self._loaded and self._loaded_batch > 0 and int(ts.batch) == 0:
+            # fit(reset_time=True) after loading a checkpoint starts a new run from its weights: nothing to continue.
+            self._loaded = False
+            self._head, self._recent, self._position, self._batch_size = [], deque(maxlen=self.history), None, None
         resumed, self._loaded = self._loaded or int(ts.batch) > 0, False  # a resume, or a fit() continuing one
         if not resumed:
             return

@@ -163,6 +163,19 @@ def test_global_batch_size_change_is_caught(tmp_path):
         trainer.fit(train_dataloader=wider)
 
 
+def test_a_new_run_from_loaded_weights_with_reset_time_is_not_a_resume(tmp_path):
+    _tiny(tmp_path, ResumeDataGuard(), '4ba').fit()
+    guard = ResumeDataGuard()
+    trainer = _tiny(tmp_path / 'again', guard, '4ba', load_path=str(tmp_path / 'ck' / 'ep0-ba4-rank0.pt'))
+    trainer.fit(duration='6ba', reset_time=True)  # the same data from its start, on purpose
+    assert int(trainer.state.timestamp.batch) == 6 and _record(guard)['position'] == [0, 6, 12]
+    # Whereas a checkpoint loaded without its timestamp still does not match its own data record.
+    ignored = _tiny(tmp_path / 'ignored', ResumeDataGuard(), '4ba', load_path=str(tmp_path / 'ck' / 'ep0-ba4-rank0.pt'),
+                    load_ignore_keys=['state/timestamp'])
+    with pytest.raises(ResumeDataError, match='Sample offset: the restored timestamp is at epoch 0, sample 0'):
+        ignored.fit()
+
+
 def test_state_round_trips_through_a_real_checkpoint(tmp_path):
     guard = ResumeDataGuard(check_batches=2, history=3)
     trainer = _tiny(tmp_path, guard, '6ba')
