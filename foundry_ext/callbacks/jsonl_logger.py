@@ -2,8 +2,9 @@
 
 Each line is one ``log_metrics`` call: ``{"step": 12, "loss/train/total": 5.51, ...}``. After a
 resume, steps between the last checkpoint and the interruption are logged again; readers keep the
-last line for a step (:func:`foundry_ext.analysis.metrics_io.read_metric` does). Only global rank 0
-writes. Registered in ``llmfoundry_loggers`` as ``jsonl``::
+last line for a step (:func:`foundry_ext.analysis.metrics_io.read_metric` does). A run that starts
+from batch 0 replaces what an earlier run left in the file (with a warning), so that no stale step of a
+longer earlier run survives behind it. Only global rank 0 writes. Registered in ``llmfoundry_loggers`` as ``jsonl``::
 
     loggers:
       jsonl: {path: runs/{run_name}/metrics.jsonl}
@@ -17,6 +18,8 @@ import math
 import os
 from typing import Any, Optional
 
+import numpy as np
+import torch
 from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist, format_name_with_dist
@@ -27,8 +30,12 @@ __all__ = ['JSONLLogger']
 
 
 def _to_json(value: Any) -> Any:
-    if hasattr(value, 'item'):  # tensors and numpy scalars
-        value = value.item()
+    if isinstance(value, torch.Tensor):  # one element (Composer's losses have shape (1,)) or a list
+        value = value.item() if value.numel() == 1 else value.tolist()
+    elif isinstance(value, (np.ndarray, np.generic)):
+        value = value.item() if value.size == 1 else value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # 'nan'/'inf': JSON has no literal for them, and a NaN loss must not vanish
     return value
@@ -50,6 +57,8 @@ class JSONLLogger(LoggerDestination):
         self.path: Optional[str] = None
         self._file = None
         self._unflushed = 0
+        self._earlier_bytes = 0  # what the file held before this logger opened it
+        self._started = False
 
     def init(self, state: State, logger: Logger) -> None:
         del logger
@@ -57,7 +66,26 @@ class JSONLLogger(LoggerDestination):
         if dist.get_global_rank() == 0:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
             self._file = open(self.path, 'a', encoding='utf-8')
+            self._earlier_bytes = self._file.tell()
             log.info(f'Writing metrics to {self.path}')
+
+    def fit_start(self, state: State, logger: Logger) -> None:
+        del logger
+        first, self._started = not self._started, True
+        if not first or self._file is None or self._earlier_bytes == 0 or int(state.timestamp.batch) > 0:
+            return  # a resume (or a later fit) continues the file
+        # A new run from batch 0: an earlier run's lines would outlive ours at every step this run does not reach.
+        self._file.flush()
+        with open(self.path, 'r+', encoding='utf-8') as f:
+            f.seek(self._earlier_bytes)
+            ours = f.read()
+            f.seek(0)
+            f.write(ours)
+            f.truncate()
+        self._file.seek(0, os.SEEK_END)
+        log.warning(f'{self.path} held the metrics of an earlier run; this run starts at batch 0, so they were '
+                    f'replaced. Give each run its own loggers.jsonl.path to keep them.')
+        self._earlier_bytes = 0
 
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         if self._file is None:

@@ -33,3 +33,35 @@ def test_csv_is_read_too(tmp_path):
     path.write_text('step,loss/train/total\n0,3.0\n1,2.5\n')
     steps, values = read_metric(path, 'loss/train/total')
     assert steps.tolist() == [0, 1] and values.tolist() == [3.0, 2.5]
+
+
+def test_a_new_run_replaces_an_earlier_runs_lines_and_a_resume_appends(tmp_path, caplog):
+    path = tmp_path / 'm.jsonl'
+
+    def run(duration, **kwargs):
+        trainer = tiny_trainer(None, duration, loggers=[JSONLLogger(path=str(path))], save_folder=str(tmp_path / 'ck'),
+                               save_interval='3ba', save_overwrite=True, **kwargs)
+        trainer.fit()
+        trainer.close()
+
+    run('6ba')
+    with caplog.at_level('WARNING', logger='foundry_ext.callbacks.jsonl_logger'):
+        run('3ba')  # shorter: steps 3-5 of the first run must not survive behind it
+    assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2]
+    assert 'held the metrics of an earlier run' in caplog.text
+    run('5ba', load_path=str(tmp_path / 'ck' / 'ep0-ba3-rank0.pt'))  # a resume continues the file
+    assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_tensor_and_array_metrics_are_written_as_numbers_or_lists(tmp_path):
+    import numpy as np
+    import torch
+
+    logger = JSONLLogger(path=str(tmp_path / 'm.jsonl'))
+    trainer = tiny_trainer(None, '1ba', loggers=[logger])
+    trainer.logger.log_metrics({'scalar': torch.tensor([2.5]), 'vector': torch.tensor([1.0, float('inf')]),
+                                'array': np.arange(3), 'np_scalar': np.float32(0.5)})
+    trainer.close()
+    row = json.loads((tmp_path / 'm.jsonl').read_text().splitlines()[-1])
+    assert row['scalar'] == 2.5 and row['vector'] == [1.0, 'inf'] and row['array'] == [0, 1, 2]
+    assert row['np_scalar'] == 0.5
