@@ -270,6 +270,15 @@ def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _number(value: Any, key: str, kind: type = float) -> Any:
+    """``kind(value)``, or a ValueError naming the YAML key."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{key}={value!r} is not a number{" (a whole one)" if kind is int else ""}; '
+                         f'set it to one in the YAML.') from err
+
+
 def from_foundry_config(
     cfg: Mapping[str, Any],
     param_count: Optional[ParamCount] = None,
@@ -293,13 +302,13 @@ def from_foundry_config(
     """
     optimizer = _require(cfg, 'optimizer', '')
     name = _require(optimizer, 'name', 'optimizer.')
-    lr = float(_require(optimizer, 'lr', 'optimizer.'))
+    lr = _number(_require(optimizer, 'lr', 'optimizer.'), 'optimizer.lr')
     if optimizer.get('weight_decay') is None:
         raise ValueError(
             'optimizer.weight_decay is missing; its default differs between optimizers '
             '(DecoupledAdamW 1e-5, torch AdamW 1e-2), so set it explicitly in the YAML.',
         )
-    batch = int(_require(cfg, 'global_train_batch_size', ''))
+    batch = _number(_require(cfg, 'global_train_batch_size', ''), 'global_train_batch_size', int)
     seq_len = cfg.get('max_seq_len') or (cfg.get('variables') or {}).get('max_seq_len') or (
         cfg.get('model') or {}
     ).get('max_seq_len')
@@ -307,7 +316,8 @@ def from_foundry_config(
         raise ValueError(
             'max_seq_len is missing; set max_seq_len (or variables.max_seq_len) in the YAML.',
         )
-    steps = duration_to_steps(_require(cfg, 'max_duration', ''), batch, int(seq_len))
+    seq_len = _number(seq_len, 'max_seq_len', int)
+    steps = duration_to_steps(_require(cfg, 'max_duration', ''), batch, seq_len)
     if param_count is None:
         model = _require(cfg, 'model', '')
         if model.get('name', 'mpt_causal_lm') != 'mpt_causal_lm':
@@ -320,10 +330,10 @@ def from_foundry_config(
         total_params=param_count.total,
         non_embedding_params=param_count.non_embedding,
         global_train_batch_size=batch,
-        max_seq_len=int(seq_len),
+        max_seq_len=seq_len,
         total_steps=steps,
         peak_lr=lr,
-        weight_decay=float(optimizer['weight_decay']),
+        weight_decay=_number(optimizer['weight_decay'], 'optimizer.weight_decay'),
         optimizer=str(name),
     )
 
@@ -734,7 +744,7 @@ class ReferenceCurve:
     def from_json(cls, text: str) -> 'ReferenceCurve':
         """Inverse of :meth:`to_json`."""
         data = json.loads(text)
-        if data.get('format') != _JSON_FORMAT or data.get('version') != _JSON_VERSION:
+        if not isinstance(data, dict) or data.get('format') != _JSON_FORMAT or data.get('version') != _JSON_VERSION:
             raise ValueError(f'not a {_JSON_FORMAT} v{_JSON_VERSION} document.')
         sur = data['surrogate']
         if (sur['eps1'], sur['eps2']) != (_SURROGATE_EPS1, _SURROGATE_EPS2):

@@ -167,6 +167,9 @@ def test_from_foundry_config_reads_variables_max_seq_len():
         (lambda c: c.update(max_duration='2ep'), 'max_duration'),
         (lambda c: c['model'].update(name='hf_causal_lm'), 'param_count'),
         (lambda c: c['optimizer'].update(name='no_op'), 'optimizer.name'),
+        (lambda c: c['optimizer'].update(lr='abc'), "optimizer.lr='abc' is not a number"),
+        (lambda c: c['optimizer'].update(weight_decay='x'), "optimizer.weight_decay='x' is not a number"),
+        (lambda c: c.update(global_train_batch_size='16x'), "global_train_batch_size='16x' is not a number"),
     ],
 )
 def test_from_foundry_config_errors(mutate: Any, key: str):
@@ -345,6 +348,8 @@ def test_reference_json_round_trip(family: dict[str, Any]):
     assert restored == ref
     with pytest.raises(ValueError, match='foundry_ext.collapse.reference'):
         ReferenceCurve.from_json('{"format": "other"}')
+    with pytest.raises(ValueError, match='foundry_ext.collapse.reference'):
+        ReferenceCurve.from_json('[1, 2]')
 
 
 def test_controls_mismatch(family: dict[str, Any]):
