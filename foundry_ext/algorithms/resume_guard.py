@@ -238,14 +238,36 @@ class ResumeGuard(Algorithm):
 
     def _fit_start(self, state: State, logger: Logger) -> None:
         # Checkpoints load in Trainer.__init__, so only the first fit() can follow a resume; a later fit() on the
-        # same trainer just continues training.
+        # same trainer starts over (reset_time) or continues training, maybe with a new schedule.
         first, self._fit_started = not self._fit_started, True
-        if not first or (self._record is None and int(state.timestamp.batch) == 0):
-            return  # a fresh run, or a continued one: nothing was restored
+        batch = int(state.timestamp.batch)
+        if not first:
+            self._later_fit(state, logger, batch)
+            return
+        groups = len(self._groups(state))
+        if self._record is not None and len(self._record['lr_next']) != groups:
+            log.warning(f'resume_guard: the checkpoint\'s record has {len(self._record["lr_next"])} parameter '
+                        f'group(s), the resumed optimizer {groups}: the record does not apply, so the resume is '
+                        f'compared with the restored LR only.')
+            self._record, self._ramp, self._written, self._unscaled = None, None, None, None
+        if self._record is None and batch == 0:
+            return  # a fresh run: nothing was restored
         if self._record is None:
             self._armed = True  # resumed from a checkpoint without a record: the first warmup is long over
         self._resume_check(state, logger)
         self._record = None
+
+    def _later_fit(self, state: State, logger: Logger, batch: int) -> None:
+        if batch == 0:  # fit(reset_time=True): a new run on the same trainer, with its own warmup
+            self._armed, self._ramp, self._written, self._unscaled, self._applied = False, None, None, None, None
+            self._quiet_until = 0
+            return
+        if not (self.check_in_run and self._armed and self._ramp is None and self._applied is not None):
+            return
+        # The next batch's LR (maybe from a new schedule) against the last batch's, as between two batches.
+        ratio, group = max((_ratio(g['lr'], a), i) for i, (g, a) in enumerate(zip(self._groups(state), self._applied)))
+        if ratio > self.max_lr_ratio:
+            self._in_run_jump(state, logger, batch, ratio, group)
 
     def _batch_end(self, state: State, logger: Logger) -> None:
         batch = int(state.timestamp.batch)
@@ -292,10 +314,13 @@ class ResumeGuard(Algorithm):
         ref = list(record['lr_next']) if record else restored_lr
         plan = self._lr_plan(state, self._steps)
         old_plan = record['plan'] if record else None
+        # Without a record, a schedule that resumes exactly at the restored LR is taken to continue the
+        # checkpointed run's own (e.g. the rest of its warmup); only a different first LR counts as a change.
+        expected = old_plan if record or not all(_same(p[0], r) for p, r in zip(plan, restored_lr)) else plan
         ratio, group, offset = 0.0, 0, 0
         for g, lrs in enumerate(plan):
             for j, lr in enumerate(lrs):
-                planned = old_plan[g][j] if old_plan and j < len(old_plan[g]) else 0.0
+                planned = expected[g][j] if expected and j < len(expected[g]) else 0.0
                 candidate = _ratio(lr, max(planned, ref[g]))
                 if candidate > ratio:
                     ratio, group, offset = candidate, g, j

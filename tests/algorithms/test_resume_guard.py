@@ -170,3 +170,46 @@ def test_in_run_jump(on_mismatch: str, caplog: pytest.LogCaptureFixture):
         low = 0.1 * LR
         assert [lrs[b] for b in range(16, 24)] == pytest.approx(
             [low, low] + [low + (LR - low) * j / 5 for j in range(1, 5)] + [LR, LR], rel=1e-12)
+
+
+def test_a_record_for_other_param_groups_is_set_aside(base_run: Path, caplog: pytest.LogCaptureFixture):
+    # The checkpoint's optimizer had one group; the resumed one has two (e.g. a new no-decay group).
+    from composer import Trainer
+    from composer.optim import DecoupledAdamW
+    from torch.utils.data import DataLoader
+
+    from tests.algorithms.conftest import dataset, mlp
+    model = mlp()
+    params = list(model.parameters())
+    trainer = Trainer(model=model, train_dataloader=DataLoader(dataset(), batch_size=4), max_duration='34ba',
+                      optimizers=DecoupledAdamW([{'params': params[:2]}, {'params': params[2:]}], lr=LR),
+                      schedulers=decaying(), algorithms=[ResumeGuard()], load_path=str(base_run),
+                      load_ignore_keys=['state/optimizers'], progress_bar=False, device='cpu')
+    trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 34
+    assert any("record has 1 parameter group(s), the resumed optimizer 2" in w for w in _guard_warnings(caplog))
+
+
+def test_a_resume_mid_warmup_from_a_checkpoint_without_a_record_is_not_a_mismatch(tmp_path: Path):
+    warmup = lambda: WSDScheduler(t_warmup='20ba', t_decay_start='50ba', t_decay='10ba')  # noqa: E731
+    trainer, _ = adam_trainer(warmup(), '60ba', save_folder=str(tmp_path), save_interval='5ba')
+    trainer.fit(duration='5ba')
+    trainer.close()
+    resumed, memory = adam_trainer(warmup(), '60ba', [ResumeGuard(on_mismatch='error')],
+                                   load_path=str(tmp_path / 'ep0-ba5-rank0.pt'))
+    resumed.fit(duration='20ba')  # the rest of the warmup, unchanged: no error
+    assert last(memory, 'resume_guard/resume/lr_ratio') == pytest.approx(1.0)
+
+
+def test_a_later_fit_is_checked_like_two_batches_and_reset_time_starts_over(caplog: pytest.LogCaptureFixture):
+    from composer.optim import ConstantScheduler, LinearScheduler
+    trainer, memory = adam_trainer(LinearScheduler(alpha_i=1.0, alpha_f=0.1, t_max='10ba'), '10ba',
+                                   [ResumeGuard(on_mismatch='error', monitor_interval=0)])
+    trainer.fit()
+    with pytest.raises(ResumeGuardError, match=r'jumps x3\.\d+ at batch 10'):  # 0.1 x LR -> LR under a new schedule
+        trainer.fit(duration='10ba', schedulers=ConstantScheduler())
+    assert int(trainer.state.timestamp.batch) == 10
+    restarted, _ = adam_trainer(WSDScheduler(t_warmup='4ba', t_decay='4ba'), '12ba', [ResumeGuard(on_mismatch='error')])
+    restarted.fit()
+    restarted.fit(reset_time=True)  # its own warmup again, from 0: not a jump
+    assert int(restarted.state.timestamp.batch) == 12 and not _guard_warnings(caplog)
