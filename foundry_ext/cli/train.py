@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from composer import Trainer
-from composer.utils import dist
+from composer.utils import dist, format_name_with_dist
 
 from foundry_ext.analysis.metrics_io import LOSS_KEY, lr_series, read_metrics
 from foundry_ext.analysis.plots import plot_lr_and_loss
@@ -34,8 +34,12 @@ def report_outputs(trainer: Trainer) -> str:
     """Writes an LR/loss plot next to the JSONL metrics, and returns a summary of where everything is."""
     lines = [f'foundry-ext: run {trainer.state.run_name!r} finished at {trainer.state.timestamp.batch}.']
     saver = trainer._checkpoint_saver  # Composer keeps the CheckpointSaver it built from save_folder here
-    if saver is not None:
-        folder = saver.folder.format(run_name=trainer.state.run_name)
+    if saver is not None and saver.remote_uploader is not None:
+        # Composer saves into a temporary local folder and uploads: the remote folder is where they are.
+        remote = format_name_with_dist(saver.remote_uploader.remote_folder, trainer.state.run_name)
+        lines.append(f'  checkpoints: uploaded to {remote}')
+    elif saver is not None:
+        folder = format_name_with_dist(saver.folder, trainer.state.run_name)
         try:
             found = find_checkpoints(folder)
         except ValueError:  # no folder, or no checkpoint in it
