@@ -8,14 +8,16 @@ Every key is LLM-Foundry's ``text`` dataloader's, with two differences: ``datase
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Union
 
 from composer.core import DataSpec
+from composer.utils import dist
 from llmfoundry.data.text_data import build_text_dataloader
 from transformers import PreTrainedTokenizerBase
 
-from foundry_ext.data.corpus import ensure_demo_corpus
+from foundry_ext.data.corpus import MANIFEST, ensure_demo_corpus
 
 log = logging.getLogger(__name__)
 
@@ -47,4 +49,12 @@ def build_demo_text_dataloader(
     budget = {k: int(dataset.pop(k)) for k in ('train_tokens', 'val_tokens') if k in dataset}
     root = ensure_demo_corpus(tokenizer, int(dataset['max_seq_len']), dataset.get('local'), **budget)
     dataset['local'] = str(root)
+    split = dataset.get('split', 'train')
+    samples = json.loads((root / MANIFEST).read_text())['samples'].get(split)
+    batch = int(device_batch_size) * dist.get_world_size()
+    if kwargs.get('drop_last') and samples is not None and samples < batch:
+        # Composer would loop over empty epochs forever.
+        raise ValueError(f'The demo corpus\'s {split} split holds {samples} samples, fewer than one global batch of '
+                         f'{batch} with drop_last: true, so no batch could be made. Raise its train_tokens/val_tokens '
+                         f'(dataset.{split}_tokens), or lower the batch size.')
     return build_text_dataloader(tokenizer, device_batch_size, dataset, **kwargs)
