@@ -265,9 +265,7 @@ class ResumeGuard(Algorithm):
         if not (self.check_in_run and self._armed and self._ramp is None and self._applied is not None):
             return
         # The next batch's LR (maybe from a new schedule) against the last batch's, as between two batches.
-        ratio, group = max((_ratio(g['lr'], a), i) for i, (g, a) in enumerate(zip(self._groups(state), self._applied)))
-        if ratio > self.max_lr_ratio:
-            self._in_run_jump(state, logger, batch, ratio, group)
+        self._check_jump(state, logger, batch, [g['lr'] for g in self._groups(state)])
 
     def _batch_end(self, state: State, logger: Logger) -> None:
         batch = int(state.timestamp.batch)
@@ -284,9 +282,7 @@ class ResumeGuard(Algorithm):
                 # Composer applies the first multiplier to the first two batches, so batch 0 proves nothing.
                 self._armed = batch >= 2 and all(n <= a for n, a in zip(new, self._applied))
             elif self._ramp is None and batch >= self._quiet_until:
-                ratio, group = max((_ratio(n, a), i) for i, (n, a) in enumerate(zip(new, self._applied)))
-                if ratio > self.max_lr_ratio:
-                    self._in_run_jump(state, logger, batch, ratio, group)
+                self._check_jump(state, logger, batch, new)
         if self.monitor_interval and batch % self.monitor_interval == 0:
             self._log_statistics(state, logger)
 
@@ -431,6 +427,13 @@ class ResumeGuard(Algorithm):
         return fixes
 
     # ----- in-run jumps -----
+
+    def _check_jump(self, state: State, logger: Logger, batch: int, new: list[float]) -> None:
+        """Acts on the largest rise from the last batch's LRs to ``new``, if it exceeds ``max_lr_ratio``."""
+        assert self._applied is not None
+        ratio, group = max((_ratio(n, a), i) for i, (n, a) in enumerate(zip(new, self._applied)))
+        if ratio > self.max_lr_ratio:
+            self._in_run_jump(state, logger, batch, ratio, group)
 
     def _in_run_jump(self, state: State, logger: Logger, batch: int, ratio: float, group: int) -> None:
         assert self._applied is not None
