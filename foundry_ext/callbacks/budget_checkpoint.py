@@ -29,6 +29,7 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import checkpoint, dist, format_name_with_dist
 
+from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.callbacks.save_folder import local_save_folder
 from foundry_ext.checkpoint_state import pack_state, unpack_state
 from foundry_ext.schedulers.compiled import compiled_schedule_of
@@ -169,6 +170,6 @@ class BudgetCheckpoint(Callback):
 
 def _train_loss(state: State) -> Optional[float]:
     losses = getattr(state, 'total_loss_dict', None) or {}
-    value = losses.get('loss/train/total')
+    value = losses.get(LOSS_KEY)
     return None if value is None else float(value)
 

@@ -40,6 +40,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist, format_name_with_dist
 
+from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.analysis.spike_config import (check_detector_kwargs, event_record, is_eval_stream,
                                                stream_detector_kwargs)
 from foundry_ext.analysis.spikes import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ['ACTIONS', 'DEFAULT_STREAMS', 'EVENTS_FILENAME', 'LossSpikeMonitor']
 
 WHERE = 'callbacks.loss_spike_monitor'
-DEFAULT_STREAMS = ('loss/train/total', 'metrics/*/*CrossEntropy')
+DEFAULT_STREAMS = (LOSS_KEY, 'metrics/*/*CrossEntropy')
 EVENTS_FILENAME = 'loss_events.jsonl'
 # What to do per kind of notification: 'spike' is a spike opening (before it is classified); a divergence is
 # acted on when it opens (its kind is known then), the spike kinds when they are classified.
@@ -92,7 +93,7 @@ class LossSpikeMonitor(Callback):
         self.detector_kwargs = check_detector_kwargs(detector, f'{WHERE}.detector')
         self.eval_detector_kwargs = check_detector_kwargs(eval_detector, f'{WHERE}.eval_detector')
         # Check the settings of a train and of an eval stream now, not at the first point of a stream.
-        for stream in ('loss/train/total', 'metrics/eval/LanguageCrossEntropy'):
+        for stream in (LOSS_KEY, 'metrics/eval/LanguageCrossEntropy'):
             self._kwargs_for(stream)
         self.actions = _check_actions(actions)
         if events_path is not None and (not isinstance(events_path, str) or not events_path):
