@@ -82,7 +82,6 @@ class JSONLLogger(LoggerDestination):
             f.seek(0)
             f.write(ours)
             f.truncate()
-        self._file.seek(0, os.SEEK_END)
         log.warning(f'{self.path} held the metrics of an earlier run; this run starts at batch 0, so they were '
                     f'replaced. Give each run its own loggers.jsonl.path to keep them.')
         self._earlier_bytes = 0

@@ -48,15 +48,18 @@ class LRJump(Callback):
         batch = int(state.timestamp.batch)
         if not self.start <= batch < self.start + self.steps:
             return
-        groups = [group for optimizer in state.optimizers for group in optimizer.param_groups]
+        groups = _param_groups(state)
         self._scheduled = [group['lr'] for group in groups]
         for group in groups:
             group['lr'] *= self.factor
         log.warning('lr_jump: training batch %d at %g x the scheduled LR.', batch, self.factor)
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        groups = [group for optimizer in state.optimizers for group in optimizer.param_groups]
-        for group, lr in zip(groups, self._scheduled):
+        for group, lr in zip(_param_groups(state), self._scheduled):
             if group['lr'] == lr * self.factor:  # still the raised value: no scheduler stepped in between
                 group['lr'] = lr
         self._scheduled = []
+
+
+def _param_groups(state: State) -> list[dict]:
+    return [group for optimizer in state.optimizers for group in optimizer.param_groups]
