@@ -6,11 +6,11 @@ Two harnesses:
 * :func:`in_run_ab`: one run in which a single component (callback or algorithm) is switched on and off in
   alternating blocks of batches (:class:`ABSwitch`), which also times what the component itself spends.
 
-In :func:`paired_step_times`, step time is the increase of Composer's ``time/train`` (logged by ``speed_monitor``) from one batch to
-the next. Composer accumulates it over the whole loop iteration, evaluation excluded, so it includes the
-dataloader, the forward/backward/optimizer step and every callback and algorithm of the step. Runs of the
-two configurations alternate (A, B, A, B, ...) so that drifts of the machine (thermal, other load) hit
-both alike; each run's first batches are dropped (allocator and cache warm-up). The result is the
+In :func:`paired_step_times`, step time is the increase of Composer's ``time/train`` (logged by
+``speed_monitor``) from one batch to the next. Composer accumulates it over the whole loop iteration,
+evaluation excluded, so it includes the dataloader, the forward/backward/optimizer step and every callback
+and algorithm of the step. Runs of the two configurations alternate (AB, BA, AB, ...) so that drifts of
+the machine (thermal, other load) hit both alike; each run's first batches are dropped (allocator and cache warm-up). The result is the
 ratio of median step times per pair, summarized over pairs.
 """
 

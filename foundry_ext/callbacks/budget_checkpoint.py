@@ -92,7 +92,8 @@ class BudgetCheckpoint(Callback):
                 f'scheduler or remove the callback.',
             )
         self.scheduler = scheduler
-        self.budgets = scheduler.decay_ends(state, compiled.ssr)  # where the LR really decays under scale_schedule_ratio
+        # Where the LR really decays, also under Composer's scale_schedule_ratio.
+        self.budgets = scheduler.decay_ends(state, compiled.ssr)
         if self.folder_template is not None:
             self.folder = format_name_with_dist(self.folder_template, state.run_name)
         else:

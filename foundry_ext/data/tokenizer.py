@@ -3,7 +3,8 @@
 Token ``b`` (0-255) is the byte ``b``; ``<|endoftext|>`` is token 256 and ``<|pad|>`` token 257. It is
 a standard :class:`~transformers.PreTrainedTokenizerFast`, so ``save_pretrained`` writes a
 ``tokenizer.json`` that ``AutoTokenizer`` loads anywhere (HF exports included). Use it in YAML as
-``tokenizer: {name: foundry_ext_bytes}`` (registered in ``llmfoundry_tokenizers``); the model's ``vocab_size`` must be at least 258.
+``tokenizer: {name: foundry_ext_bytes}`` (registered in ``llmfoundry_tokenizers``); the model's ``vocab_size``
+must be at least 258.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def parse_time(value: TimeLike, key: str, *, allow_zero: bool = True) -> Time:
             raise ValueError(f'{key}={value!r} must be a whole number of its unit. Write it in a finer unit, '
                              f'e.g. batches instead of a fraction of an epoch.') from e
         except ValueError as e:
-            raise ValueError(f'{key}={value!r} is not a time string ({e}). Write an absolute time, {_UNIT_HELP}.') from e
+            raise ValueError(f'{key}={value!r} is not a time string ({e}). Write an absolute time, '
+                             f'{_UNIT_HELP}.') from e
     else:
         raise ValueError(f'{key}={value!r} has type {type(value).__name__}. Write an absolute time, {_UNIT_HELP}.')
 
