@@ -69,6 +69,10 @@ class ModelSize:
     def label(self) -> str:
         return f'd{self.d_model}-L{self.n_layers}'
 
+    def run_name(self, seed: int, suffix: str = '') -> str:
+        """The folder name of this size's run with ``seed``."""
+        return f'{self.label}-s{seed}{suffix}'
+
     def overrides(self) -> list[str]:
         return [f'model.d_model={self.d_model}', f'model.n_layers={self.n_layers}', f'model.n_heads={self.n_heads}']
 
@@ -283,7 +287,7 @@ def shape_check(spec: FamilySpec, out_dir: Path, reuse: bool = False) -> str:
     lines = [f'| run | T (steps) | L({spec.fraction_used:g} T) / L(T) | L(T) |', '|---|---|---|---|']
     for size in spec.sizes:
         for seed in spec.seeds:
-            run, _ = train_member(spec, size, seed, out_dir / f'{size.label}-s{seed}', reuse=reuse)
+            run, _ = train_member(spec, size, seed, out_dir / size.run_name(seed), reuse=reuse)
             final = _final_window_mean(spec, run)
             s, y = smooth_curve(run.curve.steps, run.curve.losses, spec.smoothing)
             early = float(np.interp(spec.fraction_used * run.total_steps, s, y)) / final
@@ -320,7 +324,7 @@ def run_experiment(
     walls: dict[str, Optional[float]] = {}
 
     def train(size: ModelSize, seed: int, suffix: str = '', **kwargs: Any) -> CollapseRun:
-        run_dir = out_dir / f'{size.label}-s{seed}{suffix}'
+        run_dir = out_dir / size.run_name(seed, suffix)
         run, walls[run_dir.name] = train_member(spec, size, seed, run_dir, reuse=reuse, **kwargs)
         return run
 
@@ -337,17 +341,17 @@ def run_experiment(
     predictions = _prediction_table(spec, target, ref)
     main = next(p for p in predictions if p['fraction_used'] == spec.fraction_used)
     # Control without a change of size: one seed of the second-largest size predicted from the other.
-    same_size = [r for r in refs if r.name.startswith(f'{spec.sizes[-2].label}-s')]
+    same_size = refs[-len(spec.seeds):]  # the runs of the largest reference size, one per seed
     control = None
     if len(same_size) >= 2:
         control_ref = fit_reference([same_size[0].curve], same_size[0].schedule(), smoothing=spec.smoothing,
                                     final_loss='fit')
         control = {'run': same_size[1].name, 'reference_run': same_size[0].name,
                    'table': _prediction_table(spec, same_size[1], control_ref)}
-    target_dir = out_dir / f'{spec.sizes[-1].label}-s{spec.seeds[0]}'
+    target_dir = out_dir / spec.sizes[-1].run_name(spec.seeds[0])
     logged = _metric_at_or_before(target_dir / METRICS_NAME, 'collapse/predicted_final_loss',
                                   spec.fraction_used * target.total_steps)
-    bad_dir = out_dir / f'{bad_size.label}-s{spec.seeds[0]}{bad_suffix}'
+    bad_dir = out_dir / bad_size.run_name(spec.seeds[0], bad_suffix)
     detection = _bad_tau_analysis(spec, bad, twin, ref, bad_dir)
 
     results = {
