@@ -177,12 +177,7 @@ class ResumeDataGuard(Callback):
         self.history = history
         self.max_repeated_fraction = float(max_repeated_fraction)
         self.batch_key = batch_key
-        # The record of the current epoch, saved in checkpoints (all ranks hold the same, global, one).
-        self._head: list[np.ndarray] = []  # the epoch's first `check_batches` batches
-        self._recent: deque[np.ndarray] = deque(maxlen=history)
-        self._position: Optional[tuple[int, int, int]] = None  # (epoch, batch, sample) in epoch after the last batch
-        self._batch_size: Optional[int] = None  # global samples in the epoch's first batch
-        self._order: Optional[dict[str, Any]] = None  # Streaming order settings of the run
+        self._clear_record()
         # Per fit.
         self._loaded = False
         self._loaded_batch = 0  # the timestamp right after the load: fit(reset_time=True) then sets it back to 0
@@ -191,6 +186,14 @@ class ResumeDataGuard(Callback):
         self._check: Optional[_Check] = None
         self._pending: Union[torch.Tensor, np.ndarray, None] = None
         self._capacity: Optional[int] = None  # rows per rank in the all-gather
+
+    def _clear_record(self) -> None:
+        # The record of the current epoch, saved in checkpoints (all ranks hold the same, global, one).
+        self._head: list[np.ndarray] = []  # the epoch's first `check_batches` batches
+        self._recent: deque[np.ndarray] = deque(maxlen=self.history)
+        self._position: Optional[tuple[int, int, int]] = None  # (epoch, batch, sample) in epoch after the last batch
+        self._batch_size: Optional[int] = None  # global samples in the epoch's first batch
+        self._order: Optional[dict[str, Any]] = None  # Streaming order settings of the run
 
     def state_dict(self) -> dict[str, Any]:
         return pack_state({
@@ -226,7 +229,7 @@ class ResumeDataGuard(Callback):
         if self._loaded and self._loaded_batch > 0 and int(ts.batch) == 0:
             # fit(reset_time=True) after loading a checkpoint starts a new run from its weights: nothing to continue.
             self._loaded = False
-            self._head, self._recent, self._position, self._batch_size = [], deque(maxlen=self.history), None, None
+            self._clear_record()
         resumed, self._loaded = self._loaded or int(ts.batch) > 0, False  # a resume, or a fit() continuing one
         if not resumed:
             return

@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 import typer
 
+from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.cli.errors import USER_ERRORS, error_message
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def fit(
     final_loss: str = typer.Option('fit', '--final-loss', help="How each run's L(T) is found: 'fit' (a per-run "
                                    "scale fitted with the shape, robust to noisy losses) or 'tail' (a line through "
                                    'the last 2% of the raw losses).'),
-    loss_key: str = typer.Option('loss/train/total', '--loss-key', help='Loss metric.'),
+    loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
 ) -> None:
     """Fit a reference curve ([SwC] Eq. 4) and its band on finished runs with matched controls."""
     from pathlib import Path
@@ -145,7 +146,7 @@ def predict(
                                     'row start.'),
     window: float = typer.Option(0.05, '--window', help='For a finished run: compare the predicted and measured '
                                  'mean loss over this last fraction of training.'),
-    loss_key: str = typer.Option('loss/train/total', '--loss-key', help='Loss metric.'),
+    loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
 ) -> None:
     """Predict a run's final loss from its beginning, and report where it leaves the reference band."""
     from pathlib import Path
@@ -190,7 +191,7 @@ def plot(
     residuals: bool = typer.Option(False, '--residuals', help='Add a panel with the residual z (needs --ref).'),
     total_steps: Optional[int] = typer.Option(None, '--total-steps', '-T', help='T of every run (default: its '
                                               'config.yaml, else its last logged step + 1).'),
-    loss_key: str = typer.Option('loss/train/total', '--loss-key', help='Loss metric.'),
+    loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
 ) -> None:
     """Plot raw loss curves next to the normalized ones (L/L(T) against t/T)."""
     from pathlib import Path

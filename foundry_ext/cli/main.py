@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from foundry_ext.analysis.metrics_io import LOSS_KEY
+
 log = logging.getLogger(__name__)
 
 __all__ = ['app', 'main']
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help='foundry-ext: WSD schedules, resume guards and loss-curve analysis for LLM-Foundry.')
-# Sub-apps import only typer here; their commands import what they need.
+# Sub-apps import only typer and metric names here; their commands import what they need.
 from foundry_ext.cli.collapse import app as collapse_app  # noqa: E402
 from foundry_ext.cli.errors import USER_ERRORS, error_message  # noqa: E402
 
@@ -78,7 +80,7 @@ def branch(
 def analyze_loss(
     path: str = typer.Argument(..., help='Metrics file: JSONL ({"step": 12, "loss/train/total": 2.41, ...} per '
                                'line) or CSV (a step column and one column per metric).'),
-    key: str = typer.Option('loss/train/total', '--key', '-k', help='Metric to analyse.'),
+    key: str = typer.Option(LOSS_KEY, '--key', '-k', help='Metric to analyse.'),
     out: Optional[str] = typer.Option(None, '--out', '-o', help='PNG to write (default: next to the file).'),
     report: Optional[str] = typer.Option(None, '--report', help='JSON report (default: the PNG path, .json).'),
     detector: Optional[list[str]] = typer.Option(None, '--detector', '-d', help='Detector setting KEY=VALUE, '
