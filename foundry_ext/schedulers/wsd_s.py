@@ -9,6 +9,7 @@ branches and cyclic cosine for several budgets from one run.
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from typing import Optional, Sequence
 
 from composer.core import State
@@ -81,4 +82,6 @@ class WSDSScheduler(BudgetSchedule):
         if self.t_decay is not None:
             return [resolve_time(self.t_decay, state, ssr)] * len(budgets)
         assert self.decay_fraction is not None
-        return [max(1, int(self.decay_fraction * (b - a))) for a, b in zip([0, *budgets[:-1]], budgets)]
+        # Exact decimal arithmetic: in floats, 0.35 * 180 floors to 62, not the documented 63.
+        phi = Fraction(repr(self.decay_fraction))
+        return [max(1, int(phi * (b - a))) for a, b in zip([0, *budgets[:-1]], budgets)]

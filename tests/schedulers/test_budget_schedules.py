@@ -34,6 +34,12 @@ def test_wsd_s_with_one_budget_is_wsd_until_the_budget():
         assert wsd_s[100] == 1.0  # at the budget itself WSD-S is back at the peak, ready to go on
 
 
+def test_wsd_s_decay_fraction_floors_the_exact_product():
+    # 0.35 * 180 is 62.999... in floats; the documented floor(0.35 * 180) is 63, so the decay starts at 117.
+    a = _alphas(WSDSScheduler(budgets=['180ba'], decay_fraction=0.35), '180ba')
+    assert a[116] == 1.0 and a[117] == 1.0 and a[118] == pytest.approx(1 - 1 / 63)
+
+
 @pytest.mark.parametrize('alpha_f', [0.0, 0.1])
 def test_cyclic_cosine_first_cycle_is_composer_cosine_with_warmup_then_restarts(alpha_f):
     ours = _alphas(CyclicCosineScheduler(budgets=['60ba', '100ba'], t_warmup='10ba', alpha_f=alpha_f), '100ba')
