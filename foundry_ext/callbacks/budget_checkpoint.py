@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 from composer.core import Callback, Event, State
 from composer.loggers import Logger
-from composer.utils import checkpoint, dist, format_name_with_dist
+from composer.utils import checkpoint, dist, format_name_with_dist, parse_uri
 
 from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.callbacks.save_folder import local_save_folder
@@ -59,6 +59,12 @@ class BudgetCheckpoint(Callback):
         if hf_precision not in ('float32', 'bfloat16', 'float16'):
             raise ValueError(
                 f'callbacks.budget_checkpoint.hf_precision={hf_precision!r} must be float32, bfloat16 or float16.')
+        if folder is not None and parse_uri(folder)[0]:
+            raise ValueError(
+                f'callbacks.budget_checkpoint.folder={folder!r} is remote; the budget checkpoints and their manifest '
+                f'are written with local file I/O and would land in a local folder named after the URI. Set a local '
+                f'folder (and copy it to object storage after the run).',
+            )
         self.folder_template = folder
         self.hf_export = hf_export
         self.hf_precision = hf_precision
@@ -136,7 +142,6 @@ class BudgetCheckpoint(Callback):
         unit = self.scheduler.unit.value
         batch = int(state.timestamp.batch)
         name = os.path.join(self.folder, f'budget{index}-{budget}{unit}-ba{batch}-rank{{rank}}.pt')
-        checkpoint.save_checkpoint(state, name)
         if state.fsdp_sharded_state_dict_enabled:  # Composer names the folder of shards itself: ep{epoch}-ba{batch}
             path = os.path.dirname(checkpoint.get_save_filename(state, name))
         else:
@@ -150,14 +155,15 @@ class BudgetCheckpoint(Callback):
             'train_loss': _train_loss(state),
             'eval': dict(self._eval) if self._eval_batch == batch else None,
             'checkpoint': path,
-            'hf_checkpoint': None,
+            'hf_checkpoint': os.path.join(self.folder, 'hf', f'budget{index}-ba{batch}') if self._hf is not None else None,
         }
+        # Before saving, so that the checkpoint's own manifest lists it. A budget replayed after a resume
+        # replaces its earlier entry.
+        self.manifest = [e for e in self.manifest if e['index'] != index] + [entry]
+        checkpoint.save_checkpoint(state, name)
         if self._hf is not None:
             self._hf.huggingface_folder_name_fstr = f'budget{index}-ba{{batch}}'
             self._hf._save_checkpoint(state, logger, upload_to_save_folder=True, register_to_mlflow=False)
-            entry['hf_checkpoint'] = os.path.join(self.folder, 'hf', f'budget{index}-ba{batch}')
-        # A budget replayed after a resume replaces its earlier entry.
-        self.manifest = [e for e in self.manifest if e['index'] != index] + [entry]
         logger.log_metrics({'budget_checkpoint/budget': index})
         self._write_manifest()
         if dist.get_global_rank() == 0:

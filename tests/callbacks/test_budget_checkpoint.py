@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from foundry_ext.checkpoint_state import unpack_state
 from tests.conftest import demo_yaml_with, foundry_run
 
 WSD_S = {'name': 'wsd_s', 't_warmup': '2ba', 'budgets': ['10ba', '20ba', '30ba'], 'decay_fraction': 0.5}
@@ -25,7 +26,10 @@ def test_budget_checkpoints_manifest_and_resume_mid_decay_is_exact(tmp_path):
         (1, '10ba', 10, 160), (2, '20ba', 20, 320), (3, '30ba', 30, 480)]
     assert all(e['train_loss'] > 0 for e in manifest)
     for e in manifest:
-        assert (budgets / f"budget{e['index']}-{e['budget']}-ba{e['step']}-rank0.pt").exists()
+        path = budgets / f"budget{e['index']}-{e['budget']}-ba{e['step']}-rank0.pt"
+        # Each budget checkpoint carries the manifest up to and including itself: resuming from it keeps it.
+        stored = torch.load(path, map_location='cpu', weights_only=False)['state']['callbacks']['BudgetCheckpoint']
+        assert [s['index'] for s in unpack_state(stored)['manifest']] == list(range(1, e['index'] + 1))
     # The budget-30 model is the final model of the run.
     final = _weights(straight / 'ckpt' / 'ep0-ba30-rank0.pt')
     budget3 = _weights(budgets / 'budget3-30ba-ba30-rank0.pt')
@@ -82,6 +86,8 @@ def test_a_remote_save_folder_is_refused_rather_than_written_to_a_temporary_fold
     with pytest.raises(ValueError, match='or only a remote one .* Set save_folder to a local path, or '
                                          r'callbacks\.budget_checkpoint\.folder'):
         BudgetCheckpoint().fit_start(trainer.state, trainer.logger)
+    with pytest.raises(ValueError, match=r"budget_checkpoint\.folder='s3://some-bucket/budgets' is remote.*Set a local"):
+        BudgetCheckpoint(folder='s3://some-bucket/budgets')
     explicit = BudgetCheckpoint(folder=str(tmp_path / 'budgets'))
     explicit.fit_start(trainer.state, trainer.logger)
     assert explicit.folder == str(tmp_path / 'budgets')
