@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from composer.core import State
 from composer.loggers import Logger, LoggerDestination
-from composer.utils import dist, format_name_with_dist
+from composer.utils import dist, format_name_with_dist, parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ class JSONLLogger(LoggerDestination):
     def __init__(self, path: str = 'runs/{run_name}/metrics.jsonl', flush_interval: int = 50) -> None:
         if flush_interval < 1:
             raise ValueError(f'loggers.jsonl.flush_interval={flush_interval!r} must be >= 1.')
+        if parse_uri(path)[0]:
+            raise ValueError(f'loggers.jsonl.path={path!r} is remote; the logger writes a local file. Set a local '
+                             f'path (and copy it to object storage after the run).')
         self.path_template = path
         self.flush_interval = flush_interval
         self.path: Optional[str] = None

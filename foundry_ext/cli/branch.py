@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from composer.core import Time, TimeUnit, Timestamp
+from composer.utils import parse_uri
 
 from foundry_ext.config import load_train_config
 from foundry_ext.schedulers.time_spec import parse_time, timestamp_count
@@ -104,6 +106,16 @@ def _same_or_inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + os.sep)
 
 
+def _beside(main_folder: str, run_name: Optional[str], name: str) -> str:
+    """``name`` in the parent of the main run's save folder, for local folders and URIs (``s3://b/run/ckpt``)."""
+    if run_name:  # the branch gets a run_name of its own, which must not move the branches away
+        main_folder = main_folder.replace('{run_name}', run_name)
+    backend, bucket, path = parse_uri(main_folder)
+    if not backend:
+        return os.path.join(os.path.dirname(os.path.normpath(main_folder)), name)
+    return f'{backend}://{bucket}/{posixpath.join(posixpath.dirname(posixpath.normpath(path)), name)}'
+
+
 def plan_branch(
     yaml_path: str,
     source: str,
@@ -141,6 +153,12 @@ def plan_branch(
     if decay_time.unit != unit:
         raise ValueError(f"--decay {decay}: give it in the schedule's unit, '{unit.value}'.")
     start = Time(_checkpoint_time(checkpoint, step, unit), unit)
+    warmup = main_schedule.t_warmup
+    if warmup.unit == unit and start.value < warmup.value:
+        raise ValueError(
+            f'--at {step}: the main run was still warming up there (scheduler.t_warmup={warmup}), so a branch would '
+            f'decay from below the peak LR. Branch from a checkpoint of the stable phase.',
+        )
     main_decay_start = main_schedule.configured_decay_start(cfg.get('max_duration') or None)
     if main_decay_start is not None and start.value > main_decay_start.value:
         raise ValueError(
@@ -153,13 +171,14 @@ def plan_branch(
     if save_folder is None:
         if not main_folder:
             raise ValueError('--save-folder is required: the main YAML sets no save_folder to put branches beside.')
-        save_folder = os.path.join(os.path.dirname(os.path.normpath(main_folder)), 'branches', tag)
+        save_folder = _beside(main_folder, cfg.get('run_name'), os.path.join('branches', tag))
     for protected in filter(None, [main_folder, os.path.dirname(checkpoint)]):
         if _same_or_inside(save_folder, protected):
             raise ValueError(
                 f'--save-folder {save_folder} is inside the main run\'s checkpoint folder {protected}; a branch must '
                 f'never write there (it would move the main run\'s `latest`). Pick a folder of its own.',
             )
+    run_name = f"{cfg.get('run_name') or 'main'}-{tag}"
     branch_overrides = [
         *overrides,
         f'load_path={checkpoint}',
@@ -168,11 +187,13 @@ def plan_branch(
         f'scheduler.t_decay={decay_time}',
         f'max_duration={Time(start.value + decay_time.value, unit)}',
         f'save_folder={save_folder}',
-        f"run_name={cfg.get('run_name') or 'main'}-{tag}",
+        f'run_name={run_name}',
         f"save_filename=branch-{tag}-ep{{epoch}}-ba{{batch}}-rank{{rank}}.pt",
     ]
     if 'jsonl' in (cfg.get('loggers') or {}):
-        branch_overrides.append(f'loggers.jsonl.path={os.path.join(save_folder, "metrics.jsonl")}')
+        # Beside the branch's checkpoints, or for a remote save_folder in a local runs/<branch run_name>/.
+        metrics_folder = os.path.join('runs', run_name) if parse_uri(save_folder)[0] else save_folder
+        branch_overrides.append(f'loggers.jsonl.path={os.path.join(metrics_folder, "metrics.jsonl")}')
     return BranchPlan(checkpoint, step, start, decay_time, save_folder, branch_overrides)
 
 

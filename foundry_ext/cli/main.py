@@ -70,6 +70,9 @@ def branch(
         steps = []
     if not steps:
         raise typer.BadParameter(f'{at!r}: give whole step numbers, comma-separated, e.g. 200,400.', param_hint='--at')
+    if len(set(steps)) < len(steps):
+        raise typer.BadParameter(f'{at!r} names a step twice; two branches from one step would share a folder.',
+                                 param_hint='--at')
     if save_folder is not None and len(steps) > 1:
         raise typer.BadParameter('--save-folder names one folder; drop it to give each branch its own.')
     plans = [plan_branch(yaml_path, source, step, decay, save_folder, overrides or []) for step in steps]

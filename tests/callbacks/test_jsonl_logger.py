@@ -65,3 +65,10 @@ def test_tensor_and_array_metrics_are_written_as_numbers_or_lists(tmp_path):
     row = json.loads((tmp_path / 'm.jsonl').read_text().splitlines()[-1])
     assert row['scalar'] == 2.5 and row['vector'] == [1.0, 'inf'] and row['array'] == [0, 1, 2]
     assert row['np_scalar'] == 0.5
+
+
+@pytest.mark.parametrize('kwargs,fragment', [({'flush_interval': 0}, 'flush_interval=0 must be >= 1'),
+                                             ({'path': 's3://bucket/m.jsonl'}, "path='s3://bucket/m.jsonl' is remote")])
+def test_bad_settings_are_refused_at_construction(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        JSONLLogger(**kwargs)

@@ -44,7 +44,7 @@ def test_branch_refuses_the_main_folder_bad_steps_and_non_wsd(tmp_path):
     main_dir = tmp_path / 'main'
     foundry_run(main_dir, [*MAIN, 'max_duration=12ba', f'save_folder={main_dir}/checkpoints'])
     ckpts = str(main_dir / 'checkpoints')
-    base = [f'variables.run_dir={main_dir}']
+    base = [f'variables.run_dir={main_dir}', *MAIN]
     with pytest.raises(ValueError, match='inside the main run\'s checkpoint folder'):
         plan_branch(DEMO_YAML, ckpts, 12, '8ba', save_folder=f'{ckpts}/sub', overrides=base)
     with pytest.raises(ValueError, match=r'--at 5: no checkpoint at that step .* \[12\]'):
@@ -65,3 +65,23 @@ def test_branch_refuses_the_main_folder_bad_steps_and_non_wsd(tmp_path):
     for at in ('abc', ','):
         result = CliRunner().invoke(app, ['branch', DEMO_YAML, '--from', ckpts, '--at', at, '--decay', '8ba'])
         assert result.exit_code == 2 and 'give whole step numbers' in result.output
+    result = CliRunner().invoke(app, ['branch', DEMO_YAML, '--from', ckpts, '--at', '12,12', '--decay', '8ba'])
+    assert result.exit_code == 2 and 'names a step twice' in result.output
+    # Refused before any branch trains: a step inside the main run's warmup would decay from below the peak.
+    with pytest.raises(ValueError, match=r'--at 12: the main run was still warming up there \(scheduler.t_warmup=20ba'):
+        plan_branch(DEMO_YAML, ckpts, 12, '8ba', overrides=[*base, 'scheduler.t_warmup=20ba'])
+
+
+def test_branch_folders_beside_a_remote_or_templated_main_folder(tmp_path):
+    main_dir = tmp_path / 'main'
+    foundry_run(main_dir, [*MAIN, 'max_duration=12ba', f'save_folder={main_dir}/checkpoints'])
+    ckpts = str(main_dir / 'checkpoints')
+    base = [f'variables.run_dir={main_dir}', *MAIN, 'run_name=pre']
+    remote = plan_branch(DEMO_YAML, ckpts, 12, '8ba', overrides=[*base, 'save_folder=s3://bucket/pre/checkpoints'])
+    assert remote.save_folder == 's3://bucket/pre/branches/at12ba-decay8ba'
+    # The metrics logger writes locally: beside the run's other local outputs, under the branch's run name.
+    assert 'loggers.jsonl.path=runs/pre-at12ba-decay8ba/metrics.jsonl' in remote.overrides
+    # {run_name} is the main run's: the branch's own run_name must not move its folder elsewhere.
+    templated = plan_branch(DEMO_YAML, ckpts, 12, '8ba',
+                            overrides=[*base, f'save_folder={tmp_path}/{{run_name}}/checkpoints'])
+    assert templated.save_folder == str(tmp_path / 'pre' / 'branches' / 'at12ba-decay8ba')
