@@ -46,6 +46,7 @@ from foundry_ext.schedulers.time_spec import (
     TimeLike,
     check_same_unit,
     current_time,
+    max_duration_is_final,
     parse_time,
     resolve_max_duration,
     resolve_time,
@@ -141,7 +142,7 @@ class BudgetSchedule(ComposerScheduler):
                     f'decay or the (re-)warmup, or space the budgets further apart.',
                 )
             starts.append(start)
-        self._warn_if_beyond_run(state, budgets[-1])
+        self._warn_if_beyond_run(state, ssr, budgets[-1])
         return warmup, budgets, starts, rewarmup
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
@@ -160,8 +161,8 @@ class BudgetSchedule(ComposerScheduler):
         """The times at which a decayed model is due: the budgets, as counts in :attr:`unit`."""
         return self.resolve(state, ssr)[1]
 
-    def _warn_if_beyond_run(self, state: State, last_budget: int) -> None:
-        if self._warned_beyond_run or state.max_duration is None:
+    def _warn_if_beyond_run(self, state: State, ssr: float, last_budget: int) -> None:
+        if self._warned_beyond_run or state.max_duration is None or not max_duration_is_final(state, ssr):
             return
         try:
             max_duration = resolve_max_duration(state, self.unit, 'checking the budgets')

@@ -23,6 +23,7 @@ __all__ = [
     'parse_time',
     'check_same_unit',
     'resolve_time',
+    'max_duration_is_final',
     'resolve_max_duration',
     'current_time',
     'timestamp_count',
@@ -157,6 +158,16 @@ def resolve_max_duration(state: State, unit: TimeUnit, needed_for: str) -> int:
             f"'{unit.value}' or the schedule times in '{max_duration.unit.value}'.",
         )
     return resolve_time(max_duration, state)
+
+
+def max_duration_is_final(state: State, ssr: float) -> bool:
+    """Whether ``state.max_duration`` can be checked against: False in the call that compiles a scaled schedule.
+
+    With ``scale_schedule_ratio`` != 1, ``Trainer.__init__`` compiles the schedulers, which calls them once at
+    batch 0, before it scales ``max_duration``. Checks against ``max_duration`` then wait for the next call,
+    after the first batch.
+    """
+    return ssr == 1.0 or int(state.timestamp.batch) > 0
 
 
 def timestamp_count(timestamp: Timestamp, unit: TimeUnit) -> int:

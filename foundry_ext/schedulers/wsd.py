@@ -29,6 +29,7 @@ from foundry_ext.schedulers.time_spec import (
     TimeLike,
     check_same_unit,
     current_time,
+    max_duration_is_final,
     parse_time,
     resolve_max_duration,
     resolve_time,
@@ -157,6 +158,8 @@ class WSDScheduler(ComposerScheduler):
         if self.t_decay_start is None:
             max_duration = resolve_max_duration(state, self.unit, 'scheduler.t_decay_start (unset)')
             decay_start = max_duration - decay
+            if not max_duration_is_final(state, ssr):
+                return warmup, max(decay_start, warmup), decay
             if decay_start < warmup:
                 raise ValueError(
                     f'scheduler.t_warmup={self.t_warmup} plus scheduler.t_decay={self.t_decay} is longer than '
@@ -171,7 +174,7 @@ class WSDScheduler(ComposerScheduler):
                 f'scheduler.t_decay_start={self.t_decay_start} is before the warmup ends '
                 f'(scheduler.t_warmup={self.t_warmup}). Set t_decay_start >= t_warmup.',
             )
-        self._warn_if_unfinished(state, decay_start + decay)
+        self._warn_if_unfinished(state, ssr, decay_start + decay)
         return warmup, decay_start, decay
 
     def configured_decay_start(self, max_duration: Optional[TimeLike]) -> Optional[Time]:
@@ -195,9 +198,9 @@ class WSDScheduler(ComposerScheduler):
         _, decay_start, decay = self.resolve(state, ssr)
         return [decay_start + decay]
 
-    def _warn_if_unfinished(self, state: State, decay_end: int) -> None:
+    def _warn_if_unfinished(self, state: State, ssr: float, decay_end: int) -> None:
         # An open-ended main run (decay past max_duration) is legitimate, but say so once.
-        if self._warned_unfinished or state.max_duration is None:
+        if self._warned_unfinished or state.max_duration is None or not max_duration_is_final(state, ssr):
             return
         try:
             max_duration = resolve_max_duration(state, self.unit, 'checking the decay end')

@@ -7,7 +7,7 @@ from composer.loggers import InMemoryLogger
 from composer.optim import CosineAnnealingWithWarmupScheduler
 from transformers.optimization import get_wsd_schedule
 
-from foundry_ext.schedulers import WSDScheduler
+from foundry_ext.schedulers import WSDScheduler, WSDSScheduler
 from foundry_ext.schedulers.preview import schedule_multipliers
 from tests.conftest import tiny_trainer
 
@@ -132,3 +132,17 @@ def test_epoch_times_convert_through_the_dataloader_length():
 def test_unfinished_decay_is_allowed_and_logged(caplog):
     tiny_trainer(WSDScheduler(t_decay_start='50ba', t_decay='10ba'), '20ba').fit()
     assert 'this run ends before its LR reaches alpha_f' in caplog.text
+
+
+def test_scale_schedule_ratio_is_checked_against_the_scaled_run(caplog):
+    # Composer compiles the schedule before it scales max_duration: 10ba warmup + 2 x 60ba decay fits the scaled
+    # 200ba run but not the unscaled 100ba, and must not be refused for it.
+    scheduler = WSDScheduler(t_warmup='10ba', t_decay='60ba')
+    probe = _LRAtBatchStart()
+    trainer = tiny_trainer(scheduler, '100ba', callbacks=[probe], lr=1.0, batches=200, scale_schedule_ratio=2.0)
+    trainer.fit()
+    assert trainer.state.max_duration.value == 200 and scheduler.resolve(trainer.state, 2.0) == (10, 80, 120)
+    assert probe.lrs[80] == 1.0 and probe.lrs[81] == 1.0 and probe.lrs[82] == pytest.approx(1 - 1 / 120)
+    # Nor warned about: the scaled budgets fit the scaled run.
+    tiny_trainer(WSDSScheduler(budgets=['10ba', '20ba']), '20ba', scale_schedule_ratio=2.0)
+    assert 'after max_duration' not in caplog.text
