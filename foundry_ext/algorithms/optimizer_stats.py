@@ -8,7 +8,8 @@ For each element :math:`i` of a parameter whose optimizer state holds ``exp_avg`
 
     f_i = \frac{1}{(1 - \beta_1^t)\,\big(\sqrt{v_i / (1 - \beta_2^t)} + \epsilon\big)}
 
-and the *effective step* at learning rate :math:`\eta` is :math:`e_i = \eta f_i`. This is exactly the factor
+(with ``amsgrad``, :math:`v` in :math:`f` is the running maximum ``max_exp_avg_sq``, as in the update) and the
+*effective step* at learning rate :math:`\eta` is :math:`e_i = \eta f_i`. This is exactly the factor
 by which ``decoupled_adamw`` (and torch's ``Adam``/``AdamW``) multiply the first moment in their update,
 :math:`\Delta\theta_i = -e_i m_i` (weight decay aside), so :math:`e_i` is the per-element learning rate Adam
 really applies: the quantity a resume with a higher LR multiplies. :math:`f` does not depend on the LR, which
@@ -25,8 +26,9 @@ all-reduced once (one ``float64`` tensor per call, SUM): no tensor is ever gathe
 tensors (no sharding), FSDP1 shards (flat or ``use_orig_params`` views; a ``FlatParameter``'s padding is left
 out) and DTensors (FSDP2: the local shard; mesh dimensions with a ``Replicate`` placement are counted on their
 first coordinate only, so HSDP replicas are not double-counted). Under DDP every rank holds the whole state,
-so every sum is multiplied by the world size; all reported statistics are ratios of sums, which this leaves
-unchanged. Histogram counts are integers and add up exactly, so the quantiles of a sharded run equal those of
+so its local sums are already the run's: summarize without the reduce (``reduce=False``), or every sum, the
+counts included, is multiplied by the world size. FSDP1's ``HYBRID_SHARD`` replicas are plain tensors too, so
+their counts are multiplied by the number of replicas (the ratios are not). Histogram counts are integers and add up exactly, so the quantiles of a sharded run equal those of
 one process; sums agree to floating-point rounding.
 
 **Quantile accuracy.** :math:`\log_{10} f` is binned in [``LOG10_MIN``, ``LOG10_MAX``] with ``BINS_PER_DECADE``
@@ -136,16 +138,18 @@ def local_sums(optimizer: torch.optim.Optimizer) -> torch.Tensor:
             state = optimizer.state.get(param, {})
             if not {'exp_avg', 'exp_avg_sq', 'step'} <= state.keys():
                 continue
-            v = _local(state['exp_avg_sq'], param)
-            if v is None or v.numel() == 0:
+            # amsgrad divides by the running maximum of v, so that is what sets the preconditioner.
+            denominator = _local(state.get('max_exp_avg_sq', state['exp_avg_sq']) if group.get('amsgrad')
+                                 else state['exp_avg_sq'], param)
+            if denominator is None or denominator.numel() == 0:
                 continue
+            v = _local(state['exp_avg_sq'], param).float()
             m = _local(state['exp_avg'], param).float()
             theta = _local(param, param).float()
-            v = v.float()
             # Tensor arithmetic on the step keeps this free of host-device syncs.
             step = torch.as_tensor(state['step'], dtype=torch.float64, device=v.device)
             bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-            precond = ((v / bias2.float()).sqrt_().add_(group['eps']).mul_(bias1.float())).reciprocal_()
+            precond = (denominator.float() / bias2.float()).sqrt_().add_(group['eps']).mul_(bias1.float()).reciprocal_()
             update = precond * m
             row = sums[g]
             row[0] += v.numel()

@@ -536,8 +536,12 @@ class ResumeGuard(Algorithm):
     # ----- statistics -----
 
     def _summaries(self, state: State) -> list[GroupSummary]:
-        """The optimizer-state summary, all-reduced across ranks (a collective)."""
-        return summarize(reduce_sums(state.device.tensor_to_device(local_sums(state.optimizers[0]))))
+        """The optimizer-state summary; under FSDP all-reduced across ranks (a collective).
+
+        Under DDP every rank holds the whole optimizer state, so its own sums are the run's.
+        """
+        sums = state.device.tensor_to_device(local_sums(state.optimizers[0]))
+        return summarize(reduce_sums(sums) if state.fsdp_enabled else sums)
 
     def _log_statistics(self, state: State, logger: Logger) -> None:
         lrs = self._applied or [g['lr'] for g in self._groups(state)]

@@ -2,7 +2,8 @@
 
 Run by ``test_optimizer_stats.py`` as ``FSDP_VERSION=2 composer -n 2 fsdp_stats_worker.py OUT.json``: Composer's
 FSDP2 runs on CPU with gloo. Rank 0 writes the all-reduced summary of the sharded state, the summary of the same
-state gathered whole and summarized in one process, and the metrics the guard logged.
+state gathered whole and summarized in one process, and the metrics the guard logged; then the element count
+the guard records under plain DDP.
 """
 
 import json
@@ -55,12 +56,24 @@ def main(out: str) -> None:
     record = unpack_state(trainer.state.algorithms[0].state_dict())  # a collective, as in a checkpoint save
 
     local_numels = dist.all_gather_object(local_numel)
+    trainer.close()
+
+    # Plain DDP: every rank holds the whole state, so the guard's counts must not be summed over the ranks.
+    ddp_model = mlp()
+    ddp = Trainer(model=ddp_model, train_dataloader=DataLoader(data, batch_size=PER_RANK_BATCH,
+                                                               sampler=dist.get_sampler(data, shuffle=False)),
+                  max_duration=f'{STEPS}ba', optimizers=DecoupledAdamW(ddp_model.parameters(), lr=1e-2),
+                  algorithms=[ResumeGuard(monitor_interval=0)], progress_bar=False, device='cpu', seed=3)
+    ddp.fit()
+    ddp_record = unpack_state(ddp.state.algorithms[0].state_dict())
     if dist.get_global_rank() == 0:
         metrics = {k: float(v[-1][1]) for k, v in memory.data.items() if k.startswith('resume_guard/')}
         with open(out, 'w') as f:
             json.dump({'sharded': [s.to_dict() for s in sharded], 'gathered': [s.to_dict() for s in gathered],
-                       'record': record['stats'], 'metrics': metrics, 'local_numels': local_numels}, f)
-    trainer.close()
+                       'record': record['stats'], 'metrics': metrics, 'local_numels': local_numels,
+                       'ddp_record_numel': ddp_record['stats'][0]['numel'],
+                       'model_numel': sum(p.numel() for p in ddp_model.parameters())}, f)
+    ddp.close()
 
 
 if __name__ == '__main__':

@@ -22,10 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 ONE_BIN = 1.0 / BINS_PER_DECADE  # quantiles are exact to one histogram bin, in decades
 
 
-def _trained_optimizer(weight_decay: float) -> tuple[DecoupledAdamW, list[torch.Tensor], list[torch.Tensor]]:
+def _trained_optimizer(weight_decay: float,
+                       amsgrad: bool = False) -> tuple[DecoupledAdamW, list[torch.Tensor], list[torch.Tensor]]:
     """Five real DecoupledAdamW steps on the MLP; returns the optimizer and the parameters before/after the last."""
     model = mlp()
-    optimizer = DecoupledAdamW(model.parameters(), lr=1e-2, weight_decay=weight_decay)
+    optimizer = DecoupledAdamW(model.parameters(), lr=1e-2, weight_decay=weight_decay, amsgrad=amsgrad)
     data = dataset()
     for step in range(5):
         x, y = data[step * 8:(step + 1) * 8]
@@ -36,13 +37,16 @@ def _trained_optimizer(weight_decay: float) -> tuple[DecoupledAdamW, list[torch.
     return optimizer, before, [p.detach().clone() for p in model.parameters()]
 
 
-def test_summary_matches_direct_computation():
-    optimizer, before, after = _trained_optimizer(weight_decay=0.0)
+@pytest.mark.parametrize('amsgrad', [False, True])
+def test_summary_matches_direct_computation(amsgrad):
+    optimizer, before, after = _trained_optimizer(weight_decay=0.0, amsgrad=amsgrad)
     [summary] = summarize_optimizer(optimizer)
     states = [optimizer.state[p] for p in optimizer.param_groups[0]['params']]
     v = torch.cat([s['exp_avg_sq'].reshape(-1) for s in states]).double()
     m = torch.cat([s['exp_avg'].reshape(-1) for s in states]).double()
-    precond = 1 / ((1 - 0.9**5) * ((v / (1 - 0.95**5)).sqrt() + 1e-8))
+    # amsgrad's update divides by the running maximum of v.
+    denominator = torch.cat([s['max_exp_avg_sq'].reshape(-1) for s in states]).double() if amsgrad else v
+    precond = 1 / ((1 - 0.9**5) * ((denominator / (1 - 0.95**5)).sqrt() + 1e-8))
     assert summary.numel == v.numel() and summary.mean_step == 5 and summary.nonfinite == 0
     assert summary.v_mean == pytest.approx(v.mean().item(), rel=1e-12)
     exact = torch.quantile(precond, torch.tensor(QUANTILES, dtype=torch.float64))
@@ -93,6 +97,7 @@ def test_two_process_sharded_statistics_equal_one_process(tmp_path: Path):
     for key in ('mean_step', 'v_mean', 'update_rms_per_lr', 'param_rms'):
         assert getattr(sharded, key) == pytest.approx(getattr(gathered, key), rel=1e-12), key
     assert report['record'] == report['sharded']  # the checkpoint record goes through the same reduction
+    assert report['ddp_record_numel'] == report['model_numel']  # DDP replicas are not summed
 
     # And a real 1-process run on the same global batches ends in the same state. One difference is torch's,
     # not ours: FSDP2 on gloo (torch 2.7) sums the gradients over the ranks instead of averaging them, so the
