@@ -231,10 +231,13 @@ class ResumeGuard(Algorithm):
             'eps': g['eps'],
             'weight_decay': g.get('weight_decay'),
         } for g in optimizer.param_groups]
-        beta2 = max(g['betas'][1] for g in optimizer.param_groups)
-        self._steps = self.rewarm_steps or math.ceil(REWARM_TIMESCALES / (1 - beta2))
-        log.info(f'resume_guard: {self!r}; rewarm and lookahead: {self._steps} batches'
-                 f'{"" if self.rewarm_steps else f" ({REWARM_TIMESCALES}/(1 - beta2), beta2={beta2})"}.')
+        self._steps = self._lookahead(state)
+        log.info(f'resume_guard: {self!r}.')
+
+    def _lookahead(self, state: State) -> int:
+        """The rewarm length and resume look-ahead in batches, from the optimizer's betas as they are now."""
+        beta2 = max(g['betas'][1] for g in self._groups(state))
+        return self.rewarm_steps or math.ceil(REWARM_TIMESCALES / (1 - beta2))
 
     def _fit_start(self, state: State, logger: Logger) -> None:
         # Checkpoints load in Trainer.__init__, so only the first fit() can follow a resume; a later fit() on the
@@ -244,6 +247,10 @@ class ResumeGuard(Algorithm):
         if not first:
             self._later_fit(state, logger, batch)
             return
+        # A checkpoint restores its own betas over the YAML's, and with them Adam's timescale.
+        self._steps = self._lookahead(state)
+        log.info(f'resume_guard: rewarm and look-ahead: {self._steps} batches'
+                 f'{"" if self.rewarm_steps else f" ({REWARM_TIMESCALES}/(1 - beta2))"}.')
         groups = len(self._groups(state))
         if self._record is not None and len(self._record['lr_next']) != groups:
             log.warning(f'resume_guard: the checkpoint\'s record has {len(self._record["lr_next"])} parameter '
@@ -273,7 +280,9 @@ class ResumeGuard(Algorithm):
         if self._ramp is not None:
             self._write_ramp(state, batch)
             logger.log_metrics({'resume_guard/rewarm_factor': _ratio(groups[0]['lr'], self._unscaled[0])})
-            if self._ramp.done(batch):
+            # Over, or the schedule fell back to where the ramp began: a later rise is then a jump of its own,
+            # from the LR applied by then, for the in-run check.
+            if self._ramp.done(batch) or all(u <= r for u, r in zip(self._unscaled, self._ramp.ref)):
                 self._ramp = None
                 self._written = self._unscaled = None
         new = [g['lr'] for g in groups]
@@ -310,14 +319,14 @@ class ResumeGuard(Algorithm):
         ref = list(record['lr_next']) if record else restored_lr
         plan = self._lr_plan(state, self._steps)
         old_plan = record['plan'] if record else None
-        # Without a record, a schedule that resumes exactly at the restored LR is taken to continue the
-        # checkpointed run's own (e.g. the rest of its warmup); only a different first LR counts as a change.
-        expected = old_plan if record or not all(_same(p[0], r) for p, r in zip(plan, restored_lr)) else plan
+        # Without a record, a schedule that gives the restored LR at the batch before the resume is taken to
+        # continue the checkpointed run's own (e.g. the rest of its warmup); any other is compared with that LR.
+        expected = old_plan if record else (plan if self._continues_restored_lr(state, restored_lr) else None)
         ratio, group, offset = 0.0, 0, 0
         for g, lrs in enumerate(plan):
-            for j, lr in enumerate(lrs):
-                planned = expected[g][j] if expected and j < len(expected[g]) else 0.0
-                candidate = _ratio(lr, max(planned, ref[g]))
+            # Past the end of the saved plan (a longer look-ahead now) the in-run check takes over.
+            for j, lr in enumerate(lrs[:len(expected[g])] if expected else lrs):
+                candidate = _ratio(lr, max(expected[g][j] if expected else 0.0, ref[g]))
                 if candidate > ratio:
                     ratio, group, offset = candidate, g, j
         changed = None if old_plan is None else any(
@@ -499,17 +508,44 @@ class ResumeGuard(Algorithm):
                     for i, (lr, s) in enumerate(zip(current, scheduled))]
         if len(state.schedulers) != 1 or not isinstance(state.schedulers[0], LambdaLR):
             return [[lr] for lr in current]
+        scheduled = self._lambda_lrs(state, self._future_timestamps(state, steps - 1), 1)
+        return [[lr] + [self._planned(i, s, batch + j) for j, s in enumerate(lrs, start=1)]
+                for i, (lr, lrs) in enumerate(zip(current, scheduled))]
+
+    @staticmethod
+    def _lambda_lrs(state: State, timestamps: list, offset: int) -> list[list[float]]:
+        """Per group, the single ``LambdaLR``'s LRs at ``timestamps``, as stepped ``offset``, ``offset + 1``, ..."""
         scheduler = state.schedulers[0]
-        plan = [[lr] for lr in current]
+        lrs: list[list[float]] = [[] for _ in scheduler.base_lrs]
         saved = state.timestamp
         try:
-            for j, timestamp in enumerate(self._future_timestamps(state, steps - 1), start=1):
+            for j, timestamp in enumerate(timestamps, start=offset):
                 state.timestamp = timestamp  # the compiled lambda reads the State, not its argument
                 for i, (base, fn) in enumerate(zip(scheduler.base_lrs, scheduler.lr_lambdas)):
-                    plan[i].append(self._planned(i, base * fn(scheduler.last_epoch + j), batch + j))
+                    lrs[i].append(base * fn(scheduler.last_epoch + j))
         finally:
             state.timestamp = saved
-        return plan
+        return lrs
+
+    def _continues_restored_lr(self, state: State, restored_lr: list[float]) -> bool:
+        """Whether the resumed schedule, at the batch before the resume, gives the LR the checkpoint restored.
+
+        That LR is what the checkpointed run's schedule set there; the first resumed batch trains at it whatever
+        the new schedule is, so only the schedule's value one batch earlier tells whether it is the same one.
+        """
+        if len(state.schedulers) != 1 or not isinstance(state.schedulers[0], LambdaLR):
+            return not state.schedulers  # no scheduler: a constant LR; another torch scheduler: unknown
+        timestamp = state.timestamp
+        batches = int(timestamp.batch)
+        samples, tokens = int(timestamp.sample) // batches, int(timestamp.token) // batches
+        before = timestamp.copy(
+            epoch=int(timestamp.epoch) - (int(timestamp.epoch) > 0 and int(timestamp.batch_in_epoch) == 0),
+            batch=batches - 1, sample=int(timestamp.sample) - samples, token=int(timestamp.token) - tokens,
+            batch_in_epoch=max(0, int(timestamp.batch_in_epoch) - 1),
+            sample_in_epoch=max(0, int(timestamp.sample_in_epoch) - samples),
+            token_in_epoch=max(0, int(timestamp.token_in_epoch) - tokens))
+        lrs = self._lambda_lrs(state, [before], 0)
+        return all(_same(lr[0], restored) for lr, restored in zip(lrs, restored_lr))
 
     def _planned(self, group: int, scheduled: float, batch: int) -> float:
         return scheduled if self._ramp is None else self._ramp.lr(group, scheduled, batch)

@@ -213,3 +213,47 @@ def test_a_later_fit_is_checked_like_two_batches_and_reset_time_starts_over(capl
     restarted.fit()
     restarted.fit(reset_time=True)  # its own warmup again, from 0: not a jump
     assert int(restarted.state.timestamp.batch) == 12 and not _guard_warnings(caplog)
+
+
+def test_a_longer_look_ahead_than_the_saved_plan_is_not_a_jump(tmp_path: Path):
+    # The record's plan covers the saved look-ahead (40 batches); the resumed one 60 batches of the same warmup.
+    warmup = lambda: WSDScheduler(t_warmup='100ba', t_decay_start='400ba', t_decay='100ba')  # noqa: E731
+    trainer, _ = adam_trainer(warmup(), '10ba', [ResumeGuard()], save_folder=str(tmp_path), save_interval='10ba')
+    trainer.fit()
+    trainer.close()
+    resumed, memory = adam_trainer(warmup(), '20ba', [ResumeGuard(on_mismatch='error', rewarm_steps=60)],
+                                   load_path=str(tmp_path / 'ep0-ba10-rank0.pt'))
+    resumed.fit()
+    assert last(memory, 'resume_guard/resume/lr_ratio') == pytest.approx(1.0)
+
+
+def test_without_a_record_a_different_schedule_is_compared_with_the_restored_lr(tmp_path: Path):
+    trainer, _ = adam_trainer(decaying(), '40ba', save_folder=str(tmp_path), save_interval='40ba')  # no guard
+    trainer.fit()
+    trainer.close()
+    resumed, memory = adam_trainer(flat(), '50ba', [ResumeGuard(on_mismatch='error')],
+                                   load_path=str(tmp_path / 'ep0-ba40-rank0.pt'))
+    with pytest.raises(ResumeGuardError, match='without a resume_guard record'):
+        resumed.fit()
+    assert int(resumed.state.timestamp.batch) == 40  # stopped before the first resumed batch
+    # 0.02 x peak restored; the flat schedule applies the peak from the second resumed batch on.
+    assert last(memory, 'resume_guard/resume/lr_ratio') == pytest.approx(LR / decay_lr(40), rel=1e-6)
+
+
+def test_a_rise_after_the_schedule_fell_below_a_rewarm_is_ramped_too(tmp_path: Path):
+    def shortened(state, ssr=1.0):  # the decay cut short after the resume at 30, then back to the peak at 40
+        t = int(state.timestamp.batch)
+        if t < 30:
+            return wsd_multiplier(t, 4, 10, 30, 0.0, 0.02, 'linear', 'linear')
+        return max(0.35 - 0.11 * (t - 30), 0.02) if t < 40 else 1.0
+
+    trainer, _ = adam_trainer(decaying(), '30ba', [ResumeGuard()], save_folder=str(tmp_path), save_interval='30ba')
+    trainer.fit()
+    trainer.close()
+    resumed, memory = adam_trainer(shortened, '60ba', [ResumeGuard(on_mismatch='rewarm')],
+                                   load_path=str(tmp_path / 'ep0-ba30-rank0.pt'))
+    resumed.fit()
+    lrs = series(memory, LR_KEY)
+    assert lrs[41] == pytest.approx(0.02 * LR)  # the low point the schedule reached, not the rewarm's start
+    assert max(lrs[b] / lrs[b - 1] for b in range(32, 61)) < 2.5  # ramped from there, not a x27 jump
+    assert series(memory, 'resume_guard/lr_jump_ratio')  # and reported as the jump it is
