@@ -147,6 +147,11 @@ class LossSpikeMonitor(Callback):
     # Events.
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        if int(state.timestamp.batch) == 0 and any((d.state_dict()['last_step'] or 0) > 0
+                                                   for d in self.detectors.values()):
+            # fit(reset_time=True): a new run from these weights; the earlier run's steps and trend do not apply.
+            log.info('%s: training restarts at batch 0; the detectors start over.', WHERE)
+            self.detectors, self.events = {}, []
         if self.events_path is None:
             self.events_path = self._resolve_events_path(state)
         if dist.get_global_rank() != 0:
@@ -207,7 +212,7 @@ class LossSpikeMonitor(Callback):
             action = 'log' if event.kind == DIVERGENCE else self.actions[event.kind]
         extra: dict[str, Any] = {'action': action}
         if action == 'stop':
-            extra['checkpoint_before_onset'] = _checkpoint_before(state, event.onset_step)
+            extra['checkpoint_before_onset'] = _checkpoint_before(state, event.onset_step, keep=True)
         record = event_record(stream, event, **extra)
         self.events.append(record)
         if dist.get_global_rank() == 0:
@@ -328,18 +333,27 @@ def _check_actions(actions: Any) -> dict[str, str]:
     return checked
 
 
-def _checkpoint_before(state: State, onset_step: int) -> str:
-    """The newest checkpoint saved before ``onset_step``, i.e. whose model still gave a normal loss, in words."""
+def _checkpoint_before(state: State, onset_step: int, keep: bool = False) -> str:
+    """The newest checkpoint saved before ``onset_step``, i.e. whose model still gave a normal loss, in words.
+
+    With ``keep``, it is taken out of ``save_num_checkpoints_to_keep``'s rotation: the checkpoint Composer saves
+    when the run stops would otherwise delete the very one the user is told to roll back to.
+    """
     savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
     if not savers:
         return 'none (the run saves no checkpoints: set save_folder)'
     # CheckpointSaver keeps every checkpoint it saved, with its timestamp, in its own checkpointed state.
-    saved = sorted((int(ts.batch), name) for saver in savers
-                   for name, ts in saver.all_saved_checkpoints_to_timestamp.items() if int(ts.batch) < onset_step)
+    saved = sorted(((int(ts.batch), name, saver) for saver in savers
+                    for name, ts in saver.all_saved_checkpoints_to_timestamp.items() if int(ts.batch) < onset_step),
+                   key=lambda entry: entry[:2])
     if not saved:
         return f'none (no checkpoint was saved before batch {onset_step})'
-    batch, name = saved[-1]
+    batch, name, saver = saved[-1]
+    kept = ''
+    if keep and name in saver.saved_checkpoints:  # only this session's checkpoints are rotated
+        saver.saved_checkpoints.remove(name)
+        kept = ', kept out of save_num_checkpoints_to_keep' if saver.num_checkpoints_to_keep >= 0 else ''
     if name.endswith('.distcp'):  # a sharded checkpoint is its folder of shards: what load_path takes
         name = os.path.dirname(name)
     gone = '' if os.path.exists(name) else ', since deleted or not local'
-    return f'{name} (batch {batch}{gone})'
+    return f'{name} (batch {batch}{gone}{kept})'

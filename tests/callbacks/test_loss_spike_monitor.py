@@ -155,6 +155,35 @@ def test_stop_ends_training_and_names_the_checkpoint_before_the_onset(tmp_path, 
     assert [json.loads(line) for line in lines] == monitor.events
 
 
+def test_stop_keeps_the_rollback_checkpoint_out_of_the_rotation(tmp_path):
+    # Saves at 50 and 100 (keep 2); a spike at 100 stops the run at once, and Composer saves once more at the
+    # stop, which would rotate away ep0-ba50, the checkpoint the stop message names.
+    flip = np.zeros(300)
+    flip[100:103] = 1.0
+    monitor = LossSpikeMonitor(detector=DETECTOR, actions={SPIKE: 'stop'})
+    trainer = _trainer(_data(flip, np.full(300, 0.4)), monitor, save_folder=str(tmp_path / 'ckpt'),
+                       save_interval='50ba', save_num_checkpoints_to_keep=2)
+    trainer.fit()
+    trainer.close()
+    [stop] = [e for e in monitor.events if e['action'] == 'stop']
+    assert 'ep0-ba50-rank0.pt (batch 50, kept out of save_num_checkpoints_to_keep)' in stop['checkpoint_before_onset']
+    assert (tmp_path / 'ckpt' / 'ep0-ba50-rank0.pt').exists()
+
+
+def test_fit_with_reset_time_starts_the_detectors_over():
+    flip = np.zeros(300)
+    flip[100:103] = 1.0
+    monitor = LossSpikeMonitor(detector=DETECTOR)
+    trainer = _trainer(_data(flip, np.full(300, 0.4)), monitor)
+    trainer.fit(duration='150ba')
+    first = _classified(monitor.events)
+    assert [kind for kind, _ in first] == [FAST_RECOVERING]
+    # A new run on the same trainer and data, from batch 0: its spike is found again, its own events only.
+    trainer.fit(duration='140ba', reset_time=True)
+    assert _classified(monitor.events) == first
+    assert monitor.detectors[LOSS].state_dict()['last_step'] == 139
+
+
 def test_resume_continues_detection_exactly(tmp_path):
     uninterrupted = LossSpikeMonitor(detector=DETECTOR)
     first = _trainer(_spiky_data(), uninterrupted, save_folder=str(tmp_path / 'a'), save_interval='200ba')
