@@ -3,8 +3,8 @@
 Each line is one ``log_metrics`` call: ``{"step": 12, "loss/train/total": 5.51, ...}``. After a
 resume, steps between the last checkpoint and the interruption are logged again; readers keep the
 last line for a step (:func:`foundry_ext.analysis.metrics_io.read_metric` does). A run that starts
-from batch 0 replaces what an earlier run left in the file (with a warning), so that no stale step of a
-longer earlier run survives behind it. Only global rank 0 writes. Registered in ``llmfoundry_loggers`` as ``jsonl``::
+from batch 0 (also a ``fit(reset_time=True)`` on the same trainer) replaces what an earlier run left in the
+file (with a warning), so that no stale step of a longer earlier run survives behind it. Only global rank 0 writes. Registered in ``llmfoundry_loggers`` as ``jsonl``::
 
     loggers:
       jsonl: {path: runs/{run_name}/metrics.jsonl}
@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import numpy as np
@@ -36,6 +37,8 @@ def _to_json(value: Any) -> Any:
         value = value.item() if value.size == 1 else value.tolist()
     if isinstance(value, (list, tuple)):
         return [_to_json(v) for v in value]
+    if isinstance(value, Mapping):  # e.g. a torchmetrics ClasswiseWrapper's per-class values
+        return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # 'nan'/'inf': JSON has no literal for them, and a NaN loss must not vanish
     return value
@@ -75,12 +78,16 @@ class JSONLLogger(LoggerDestination):
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
         first, self._started = not self._started, True
-        if not first or self._file is None or self._earlier_bytes == 0 or int(state.timestamp.batch) > 0:
-            return  # a resume (or a later fit) continues the file
+        if self._file is None or int(state.timestamp.batch) > 0:
+            return  # a resume, or a later fit that continues the run, appends
         # A new run from batch 0: an earlier run's lines would outlive ours at every step this run does not reach.
+        # That is what the file held before this logger opened it or, at a later fit(reset_time=True), all of it.
         self._file.flush()
+        earlier = self._earlier_bytes if first else self._file.tell()
+        if earlier == 0:
+            return
         with open(self.path, 'r+', encoding='utf-8') as f:
-            f.seek(self._earlier_bytes)
+            f.seek(earlier)
             ours = f.read()
             f.seek(0)
             f.write(ours)
@@ -93,7 +100,7 @@ class JSONLLogger(LoggerDestination):
         if self._file is None:
             return
         row = {'step': step, **{k: _to_json(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(row) + '\n')
+        self._file.write(json.dumps(row, default=str) + '\n')  # an unknown type as text, not a crashed run
         self._unflushed += 1
         if self._unflushed >= self.flush_interval:
             self.flush()

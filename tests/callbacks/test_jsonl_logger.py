@@ -53,6 +53,17 @@ def test_a_new_run_replaces_an_earlier_runs_lines_and_a_resume_appends(tmp_path,
     assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2, 3, 4]
 
 
+def test_fit_with_reset_time_replaces_the_earlier_fit_and_a_continuing_fit_appends(tmp_path):
+    path = tmp_path / 'm.jsonl'
+    trainer = tiny_trainer(None, '6ba', loggers=[JSONLLogger(path=str(path))])
+    trainer.fit()
+    trainer.fit(duration='3ba', reset_time=True)  # a new run on the same trainer: steps 3-5 must not survive
+    assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2]
+    trainer.fit(duration='2ba')  # continues the new run
+    trainer.close()
+    assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2, 3, 4]
+
+
 def test_tensor_and_array_metrics_are_written_as_numbers_or_lists(tmp_path):
     import numpy as np
     import torch
@@ -60,11 +71,12 @@ def test_tensor_and_array_metrics_are_written_as_numbers_or_lists(tmp_path):
     logger = JSONLLogger(path=str(tmp_path / 'm.jsonl'))
     trainer = tiny_trainer(None, '1ba', loggers=[logger])
     trainer.logger.log_metrics({'scalar': torch.tensor([2.5]), 'vector': torch.tensor([1.0, float('inf')]),
-                                'array': np.arange(3), 'np_scalar': np.float32(0.5)})
+                                'array': np.arange(3), 'np_scalar': np.float32(0.5),
+                                'per_class': {'a': torch.tensor(0.25), 'b': torch.tensor(float('nan'))}})
     trainer.close()
     row = json.loads((tmp_path / 'm.jsonl').read_text().splitlines()[-1])
     assert row['scalar'] == 2.5 and row['vector'] == [1.0, 'inf'] and row['array'] == [0, 1, 2]
-    assert row['np_scalar'] == 0.5
+    assert row['np_scalar'] == 0.5 and row['per_class'] == {'a': 0.25, 'b': 'nan'}
 
 
 @pytest.mark.parametrize('kwargs,fragment', [({'flush_interval': 0}, 'flush_interval=0 must be >= 1'),
