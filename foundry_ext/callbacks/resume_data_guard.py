@@ -226,8 +226,9 @@ class ResumeDataGuard(Callback):
         del logger
         self._pending, self._capacity, self._first_batch, self._check = None, None, True, None
         ts = state.timestamp
-        if self._loaded and self._loaded_batch > 0 and int(ts.batch) == 0:
-            # fit(reset_time=True) after loading a checkpoint starts a new run from its weights: nothing to continue.
+        if int(ts.batch) == 0 and not (self._loaded and self._loaded_batch == 0):
+            # fit(reset_time=True), after a load or an earlier fit, starts a new run: nothing to continue. (A load
+            # whose timestamp came back as 0, e.g. load_ignore_keys: [state/timestamp], is checked below.)
             self._loaded = False
             self._clear_record()
         resumed, self._loaded = self._loaded or int(ts.batch) > 0, False  # a resume, or a fit() continuing one
@@ -396,7 +397,14 @@ class ResumeDataGuard(Callback):
                  f'the finished epoch {epoch}, so its sample order is replayed as epoch {int(ts.epoch)}; save in '
                  f'batches (e.g. save_interval: 1000ba) instead.' if at_epoch_end else
                  ': the dataset state in the checkpoint does not match its timestamp.'))
-        if not restored and int(ts.batch_in_epoch) > 0:
+        if not restored and epoch != int(ts.epoch):
+            findings.append(
+                f'Sample order: the StreamingDataset iterates the sample order of its epoch {epoch}, but the timestamp '
+                f'is in epoch {int(ts.epoch)}, so the {int(ts.batch_in_epoch)} batches Composer skips to get back to '
+                f'batch {int(ts.batch_in_epoch)} of the epoch are not the ones trained. A second fit() on the same '
+                f'trainer re-iterates the dataset, which moves Streaming on to its next epoch. Continue a run in one '
+                f'fit() call, or resume it from a checkpoint with a new Trainer, which restores the dataset state.')
+        elif not restored and int(ts.batch_in_epoch) > 0:
             _warn_on_rank_zero(f'resume_data_guard: the StreamingDataset state was not restored, so Composer replays '
                                f'the stream up to batch {int(ts.batch_in_epoch)} of the epoch (unless spin_dataloaders '
                                f'is false); the fingerprints check where it lands.')

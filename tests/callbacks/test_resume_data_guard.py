@@ -101,6 +101,21 @@ def test_streaming_resume_from_an_epoch_end_checkpoint_replays_the_finished_epoc
            'epoch 1, sample 0. A checkpoint taken at the end of an epoch' in _warnings(caplog)[0]
 
 
+def test_a_second_fit_on_a_streaming_loader_is_caught(tmp_path, caplog):
+    # Re-iterating the StreamingDataset moves it on to its epoch-1 order while the run is still in epoch 0.
+    from llmfoundry.command_utils import train_from_yaml
+
+    from tests.conftest import DEMO_YAML, SMALL_CORPUS
+    trainer = train_from_yaml(DEMO_YAML, [f'variables.run_dir={tmp_path}', 'eval_loader=null', 'eval_interval=1',
+                                          'python_log_level=null', SMALL_CORPUS, *DEMO, 'max_duration=6ba',
+                                          'save_interval=100ba', 'callbacks.resume_data_guard.on_violation=warn'])
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        trainer.fit(duration='1ba')
+    trainer.close()
+    assert 'Sample order: the StreamingDataset iterates the sample order of its epoch 1, but the timestamp is in ' \
+           'epoch 0' in '\n'.join(_warnings(caplog))
+
+
 @pytest.mark.parametrize('resume', ['spin_dataloaders=False', "load_ignore_keys=['state/timestamp']"])
 def test_map_style_loader_that_restarts_is_stopped_before_training_on_the_replay(tmp_path, resume):
     _tiny(tmp_path, ResumeDataGuard(), '8ba').fit()
@@ -169,6 +184,13 @@ def test_a_new_run_from_loaded_weights_with_reset_time_is_not_a_resume(tmp_path)
     trainer = _tiny(tmp_path / 'again', guard, '4ba', load_path=str(tmp_path / 'ck' / 'ep0-ba4-rank0.pt'))
     trainer.fit(duration='6ba', reset_time=True)  # the same data from its start, on purpose
     assert int(trainer.state.timestamp.batch) == 6 and _record(guard)['position'] == [0, 6, 12]
+    # Likewise without a load: a new run on the same trainer, then a fit() that continues it.
+    fresh = ResumeDataGuard()
+    trainer = _tiny(tmp_path / 'fresh', fresh, '6ba', save_overwrite=True)
+    trainer.fit()
+    trainer.fit(duration='2ba', reset_time=True)
+    trainer.fit(duration='2ba')  # checked against the new run's record, not the first run's
+    assert int(trainer.state.timestamp.batch) == 4 and _record(fresh)['position'] == [0, 4, 8]
     # Whereas a checkpoint loaded without its timestamp still does not match its own data record.
     ignored = _tiny(tmp_path / 'ignored', ResumeDataGuard(), '4ba', load_path=str(tmp_path / 'ck' / 'ep0-ba4-rank0.pt'),
                     load_ignore_keys=['state/timestamp'])
