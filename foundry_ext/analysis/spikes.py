@@ -624,7 +624,8 @@ class SpikeDetector:
         else:
             spike['recover_start'] = None
             spike['recover_run'] = 0
-        if step - spike['onset_step'] >= self.config['max_follow_steps']:
+        # A recovery that began within the limit is confirmed first (at most recover_confirm more steps).
+        if step - spike['onset_step'] >= self.config['max_follow_steps'] and spike['recover_start'] is None:
             event = self._close_spike(NOT_RECOVERING, STATUS_RESOLVED, None, mean_excess)
             self._restart_after_level_shift(step, event.peak_step)
             return [event]

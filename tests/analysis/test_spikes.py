@@ -182,6 +182,16 @@ def test_single_non_finite_loss_is_an_immediate_spike_that_recovers(bad_loss):
     assert rest[0].onset_step == bad_step and rest[0].steps_to_recover <= 15
 
 
+def test_a_recovery_that_begins_just_inside_max_follow_steps_is_confirmed_not_cut_off():
+    # Back at the trend 1988 steps after the onset: inside max_follow_steps (2000), although its confirmation
+    # (recover_confirm points) ends past the limit.
+    steps = np.arange(4000)
+    loss = 3.0 * (steps + 10.0)**-0.1 * np.exp(np.random.default_rng(0).normal(0, 0.01, len(steps)))
+    loss[1000:2988] *= 1.3
+    [event] = detect_events(steps, loss)
+    assert event.kind == SLOW_RECOVERING and 2970 <= event.recovered_step <= 3000
+
+
 def test_persistent_nan_is_not_recovering():
     steps, losses, _ = _curve(n_steps=4000, noise=0.01)
     losses[1000:] = np.nan
