@@ -127,6 +127,9 @@ class CollapseMonitor(Callback):
             log.warning('%s.smoothing=%d differs from the reference\'s %d: the band no longer matches the noise '
                         'of the smoothed loss, so z is mis-scaled.', WHERE, self.smoothing, self.ref.smoothing)
         self.total_steps: Optional[int] = None
+        self._start_history()
+
+    def _start_history(self) -> None:
         self._window: deque[tuple[int, float]] = deque(maxlen=self.smoothing)
         self._steps: list[float] = []  # smoothed history: mean step and mean loss per evaluation
         self._losses: list[float] = []
@@ -149,6 +152,8 @@ class CollapseMonitor(Callback):
         del logger
         self.total_steps = self._total_steps(state)
         self._check_evaluations_fit(self.total_steps)
+        if state.timestamp.batch.value == 0 and (self._steps or self._window):
+            self._start_history()  # fit(reset_time=True): a new run, whose curve starts over
         if state.timestamp.batch.value > 0 and not self._window:
             self._warn_once('history', 'starting at batch %d with no history (the checkpoint has no %s state): '
                             'the early-align window may be incomplete.', state.timestamp.batch.value, WHERE)

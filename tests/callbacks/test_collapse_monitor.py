@@ -127,6 +127,17 @@ def test_sparse_evaluations_are_aligned_on_every_point_past_warmup(family):
     assert all(np.isfinite(value) for _, value in memory.data['collapse/predicted_final_loss'])
 
 
+def test_fit_with_reset_time_starts_a_new_curve(family):
+    from composer.loggers import InMemoryLogger
+    memory = InMemoryLogger()
+    monitor = CollapseMonitor(str(family[1]), interval=30)
+    trainer = tiny_trainer(None, '100ba', callbacks=[monitor], loggers=[memory])
+    trainer.fit()
+    trainer.fit(duration='100ba', reset_time=True)  # a new run on the same trainer: its steps start at 0 again
+    assert [int(ts.batch) for ts, _ in memory.data['collapse/residual_z']] == [60, 90, 100] * 2
+    assert len(unpack_state(monitor.state_dict())['steps']) == 4  # evaluations at 30, 60, 90, 100 of the new run
+
+
 @pytest.mark.parametrize('kwargs', [{'interval': 200}, {'smoothing': 200}])
 def test_settings_that_would_never_log_are_refused_before_training(family, kwargs):
     trainer = tiny_trainer(None, '100ba', callbacks=[CollapseMonitor(str(family[1]), **kwargs)])
