@@ -17,8 +17,15 @@ def load_train_config(yaml_path: str, overrides: Optional[Sequence[str]] = None)
     """Loads ``yaml_path``, merges ``key=value`` overrides (Foundry's syntax) and resolves interpolations."""
     with open(yaml_path) as f:
         cfg = om.load(f)
-    if overrides:
-        cfg = om.merge(cfg, om.from_cli(list(overrides)))
     if not isinstance(cfg, DictConfig):
         raise ValueError(f'{yaml_path} must hold a mapping at the top level.')
+    for override in overrides or ():
+        if '=' not in override:  # OmegaConf would read '0.2' as the nested key {'0': {'2': None}}
+            raise ValueError(f'{override!r} is not an override: write key=value, e.g. max_duration=1000ba.')
+        key = override.split('=', 1)[0].lstrip('+~').split('.', 1)[0]
+        if key not in cfg:
+            log.warning(f'The override {override!r} adds the top-level key {key!r}, which {yaml_path} does not '
+                        f'have; check its spelling.')
+    if overrides:
+        cfg = om.merge(cfg, om.from_cli(list(overrides)))
     return om.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -46,6 +46,7 @@ __all__ = [
     'from_foundry_config',
     'normalize_curve',
     'predict_final_loss',
+    'schedule_peak',
     'smooth_curve',
     'weight_decay_for_tau_fraction',
 ]
@@ -158,12 +159,14 @@ class TrainingBudget:
         global_train_batch_size (int): Samples per optimizer step.
         max_seq_len (int): Tokens per sample.
         total_steps (int): Optimizer steps ``T`` of the whole run.
-        peak_lr (float): Peak learning rate: the YAML ``optimizer.lr``, since Composer schedules
-            are multipliers that peak at 1.0 (except ``linear_decay_with_warmup`` with
-            ``alpha_i != 1``, whose peak is ``alpha_i * lr``).
+        peak_lr (float): The YAML ``optimizer.lr``: the LR at a schedule multiplier of 1.
         weight_decay (float): YAML ``optimizer.weight_decay``.
         optimizer (str): LLM-Foundry optimizer name (``decoupled_adamw``, ``decoupled_lionw`` or
             ``adamw``); it decides how ``weight_decay`` turns into a per-step decay.
+        peak_multiplier (float): The schedule's largest multiplier: 1 for most schedules, ``alpha_i`` of
+            ``linear_decay_with_warmup``, ``alpha`` of ``constant_with_warmup``. The LR at its peak is
+            ``peak_multiplier * peak_lr``, and ``decoupled_adamw``'s decay there ``peak_multiplier *
+            weight_decay``.
     """
 
     total_params: int
@@ -174,14 +177,16 @@ class TrainingBudget:
     peak_lr: float
     weight_decay: float
     optimizer: str
+    peak_multiplier: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ('total_params', 'non_embedding_params', 'global_train_batch_size', 'max_seq_len',
                      'total_steps'):
             if getattr(self, name) <= 0:
                 raise ValueError(f'TrainingBudget.{name} must be positive, got {getattr(self, name)}.')
-        if self.peak_lr <= 0 or self.weight_decay < 0:
-            raise ValueError('TrainingBudget.peak_lr must be positive and weight_decay non-negative.')
+        if self.peak_lr <= 0 or self.weight_decay < 0 or self.peak_multiplier <= 0:
+            raise ValueError('TrainingBudget.peak_lr and peak_multiplier must be positive and weight_decay '
+                             'non-negative.')
         _lr_factor(self.optimizer, self.peak_lr)  # validates the optimizer name
         if self.optimizer not in _ADAMW_FAMILY:
             log.warning(
@@ -215,11 +220,11 @@ class TrainingBudget:
         """The per-step decay at peak LR, ``eta * lambda`` in torch-AdamW terms ([SwC] Sec. 2).
 
         For ``decoupled_adamw`` (and ``decoupled_lionw``) Composer multiplies weights by
-        ``1 - (lr_t / initial_lr) * weight_decay``, so at peak this is ``weight_decay`` and does not
-        depend on the LR at all (so also not on per-group muP LR scaling). For torch ``adamw`` it
-        is ``peak_lr * weight_decay``.
+        ``1 - (lr_t / initial_lr) * weight_decay``, so at peak this is ``peak_multiplier * weight_decay``
+        and does not depend on the LR at all (so also not on per-group muP LR scaling). For torch
+        ``adamw`` it is ``peak_multiplier * peak_lr * weight_decay``.
         """
-        return _lr_factor(self.optimizer, self.peak_lr) * self.weight_decay
+        return self.peak_multiplier * _lr_factor(self.optimizer, self.peak_lr) * self.weight_decay
 
     @property
     def tau_iter(self) -> float:
@@ -246,8 +251,10 @@ def weight_decay_for_tau_fraction(target: float, budget: TrainingBudget) -> floa
 
     .. math::
 
-        \\lambda_{\\text{decoupled}} = \\frac{1}{\\tau T}, \\qquad
-        \\lambda_{\\text{adamw}} = \\frac{1}{\\tau T \\eta}
+        \\lambda_{\\text{decoupled}} = \\frac{1}{\\tau T p}, \\qquad
+        \\lambda_{\\text{adamw}} = \\frac{1}{\\tau T \\eta p}
+
+    with :math:`p` the schedule's peak multiplier (usually 1).
 
     [SwC] Sec. 5 recommends tuning with ``tau`` fixed (adjusting weight decay when LR or batch size
     change) so that partial curves keep their order.
@@ -261,7 +268,8 @@ def weight_decay_for_tau_fraction(target: float, budget: TrainingBudget) -> floa
     """
     if target <= 0:
         raise ValueError(f'target tau fraction must be positive, got {target}.')
-    return 1.0 / (target * budget.total_steps * _lr_factor(budget.optimizer, budget.peak_lr))
+    return 1.0 / (target * budget.total_steps * budget.peak_multiplier *
+                  _lr_factor(budget.optimizer, budget.peak_lr))
 
 
 def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
@@ -289,7 +297,7 @@ def from_foundry_config(
         cfg (Mapping[str, Any]): The training YAML as a plain dict with variables already
             interpolated. Reads ``model``, ``optimizer.{name, lr, weight_decay}``,
             ``max_duration``, ``global_train_batch_size`` and ``max_seq_len`` (falling back to
-            ``variables.max_seq_len`` and ``model.max_seq_len``).
+            ``variables.max_seq_len`` and ``model.max_seq_len``), and the peak of ``scheduler``.
         param_count (ParamCount, optional): Parameter counts to use instead of counting the
             ``model`` section; required for models other than ``mpt_causal_lm``.
 
@@ -335,7 +343,23 @@ def from_foundry_config(
         peak_lr=lr,
         weight_decay=_number(optimizer['weight_decay'], 'optimizer.weight_decay'),
         optimizer=str(name),
+        peak_multiplier=schedule_peak(cfg.get('scheduler') or {}),
     )
+
+
+# Composer schedules whose largest multiplier is a setting (the others peak at 1), with its default.
+_PEAK_KEYS = {'linear_decay_with_warmup': ('alpha_i', 1.0), 'constant_with_warmup': ('alpha', 1.0)}
+
+
+def schedule_peak(scheduler_cfg: Mapping[str, Any]) -> float:
+    """The largest LR multiplier of a Foundry ``scheduler:`` section: its ``alpha_i``/``alpha``, else 1."""
+    if scheduler_cfg.get('name') not in _PEAK_KEYS:
+        return 1.0
+    key, default = _PEAK_KEYS[scheduler_cfg['name']]
+    peak = _number(scheduler_cfg.get(key, default), f'scheduler.{key}')
+    if peak <= 0:
+        raise ValueError(f'scheduler.{key}={peak!r} must be positive: it is the peak of the LR schedule.')
+    return peak
 
 
 class LossCurve(NamedTuple):

@@ -54,6 +54,7 @@ from composer.utils import dist
 from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
 from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.checkpoint_state import pack_state, unpack_state
+from foundry_ext.schedulers.compiled import compiled_schedule_of, peak_multiplier
 
 log = logging.getLogger(__name__)
 
@@ -250,10 +251,11 @@ class CollapseMonitor(Callback):
         optimizer = state.optimizers[0]
         group = optimizer.param_groups[0]
         name = type(optimizer).__name__
+        peak = _schedule_peak(state)  # decoupled decay at peak: (lr_peak / initial_lr) * weight_decay
         if name in _DECOUPLED:
-            per_step = group['weight_decay']
+            per_step = peak * group['weight_decay']
         elif name == 'AdamW':
-            per_step = group['weight_decay'] * group.get('initial_lr', group['lr'])
+            per_step = peak * group['weight_decay'] * group.get('initial_lr', group['lr'])
         else:
             return None
         return 1.0 / (per_step * total) if per_step > 0 else math.inf
@@ -282,7 +284,7 @@ class CollapseMonitor(Callback):
         group = state.optimizers[0].param_groups[0] if state.optimizers else {}
         if 'initial_lr' not in group or not group['initial_lr']:
             return
-        mine = group['lr'] / group['initial_lr']
+        mine = group['lr'] / group['initial_lr'] / _schedule_peak(state)  # the reference's schedule peaks at 1
         expected = float(self.ref.schedule(np.array([fraction]))[0])
         if abs(mine - expected) > self.schedule_tolerance:
             self._warn_once('schedule', 'LR multiplier %.3f at t/T = %.3f differs from the reference schedule\'s '
@@ -323,3 +325,8 @@ class CollapseMonitor(Callback):
     def alerts(self) -> list[int]:
         """Step at which each alerted out-of-band streak began."""
         return list(self._alerts)
+
+
+def _schedule_peak(state: State) -> float:
+    compiled = compiled_schedule_of(state)
+    return peak_multiplier(compiled.scheduler if compiled is not None else None)

@@ -43,7 +43,7 @@ def _warn(message: str) -> None:
     typer.echo(f'warning: {message}', err=True)
 
 
-@app.command(context_settings={'allow_extra_args': True, 'ignore_unknown_options': True})
+@app.command()
 def tau(
     yaml_path: str = typer.Argument(..., help='Foundry training YAML.'),
     overrides: Optional[list[str]] = typer.Argument(None, help='Foundry-style key=value overrides.'),
@@ -63,8 +63,10 @@ def tau(
             ('tokens D', f'{budget.total_tokens:,} = T {budget.total_steps:,} steps x B {budget.tokens_per_batch:,} '
                          'tokens/step'),
             ('TPP = D/N', f'{budget.tpp:.4g} (non-embedding: {budget.non_embedding_tpp:.4g})'),
-            ('optimizer', f'{budget.optimizer}, lr {budget.peak_lr:g}, weight_decay {budget.weight_decay:g}: decay '
-                          f'per step at peak LR (eta*lambda) {budget.eta_lambda:.4g}'),
+            ('optimizer', f'{budget.optimizer}, lr {budget.peak_lr:g}'
+                          f'{f" (schedule peak x{budget.peak_multiplier:g})" if budget.peak_multiplier != 1 else ""}, '
+                          f'weight_decay {budget.weight_decay:g}: decay per step at peak LR (eta*lambda) '
+                          f'{budget.eta_lambda:.4g}'),
             ('tau_iter', f'{budget.tau_iter:.5g} steps (1 / eta*lambda)'),
             ('tau = tau_iter/T', f'{budget.tau_fraction:.4g}'),
         ]

@@ -138,6 +138,22 @@ def test_fit_with_reset_time_starts_a_new_curve(family):
     assert len(unpack_state(monitor.state_dict())['steps']) == 4  # evaluations at 30, 60, 90, 100 of the new run
 
 
+def test_a_schedule_that_peaks_below_one_is_compared_by_its_shape(family, caplog):
+    # The same shape at half height must be judged like the full-height one: the reference peaks at 1.
+    from composer.optim import LinearWithWarmupScheduler
+
+    def schedule_warnings(alpha_i):
+        caplog.clear()
+        trainer = tiny_trainer(LinearWithWarmupScheduler(t_warmup='10ba', alpha_i=alpha_i), '100ba',
+                               callbacks=[CollapseMonitor(str(family[1]), interval=10)])
+        with caplog.at_level(logging.WARNING, logger='foundry_ext.callbacks.collapse_monitor'):
+            trainer.fit()
+        return [r.getMessage() for r in caplog.records if 'LR multiplier' in r.getMessage()]
+
+    full = schedule_warnings(1.0)
+    assert full and schedule_warnings(0.5) == full
+
+
 @pytest.mark.parametrize('kwargs', [{'interval': 200}, {'smoothing': 200}])
 def test_settings_that_would_never_log_are_refused_before_training(family, kwargs):
     trainer = tiny_trainer(None, '100ba', callbacks=[CollapseMonitor(str(family[1]), **kwargs)])

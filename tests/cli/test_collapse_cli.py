@@ -41,6 +41,18 @@ def test_tau_prints_tpp_tau_and_the_weight_decay_for_a_target():
     assert _number(r'optimizer.weight_decay=([\d.e-]+)', result.output) == pytest.approx(1 / (0.25 * 1000))
 
 
+def test_tau_counts_the_schedule_peak_and_refuses_typos():
+    # linear_decay_with_warmup peaking at alpha_i = 0.5 halves decoupled_adamw's decay at the peak.
+    result = _invoke('tau', str(BASE_YAML), 'max_duration=1000ba', 'optimizer.weight_decay=0.002',
+                     'scheduler.alpha_i=0.5', '--target', '0.25')
+    assert result.exit_code == 0, result.output
+    assert _number(r'tau_iter:\s+([\d.]+) steps', result.output) == pytest.approx(1000)
+    assert _number(r'optimizer.weight_decay=([\d.e-]+)', result.output) == pytest.approx(2 / (0.25 * 1000))
+    assert _invoke('tau', str(BASE_YAML), '--targt', '0.25').exit_code == 2
+    result = _invoke('tau', str(BASE_YAML), 'max_duration=1000ba', '0.25')
+    assert result.exit_code == 1 and "error: '0.25' is not an override: write key=value" in result.output
+
+
 def test_tau_reports_a_duration_it_cannot_convert():
     result = _invoke('tau', str(BASE_YAML), 'max_duration=2ep')
     assert result.exit_code == 1
