@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 from filelock import FileLock
 from streaming import MDSWriter
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,8 @@ _SKIPPED_DIRS = {'site-packages', 'dist-packages', '__pycache__', 'test', 'tests
 
 
 def default_cache_dir() -> Path:
-    """``$FOUNDRY_EXT_CACHE``, else ``~/.cache/foundry_ext``."""
-    return Path(os.environ.get('FOUNDRY_EXT_CACHE', Path.home() / '.cache' / 'foundry_ext'))
+    """``$FOUNDRY_EXT_CACHE`` (``~`` expanded), else, also when it is empty, ``~/.cache/foundry_ext``."""
+    return Path(os.environ.get('FOUNDRY_EXT_CACHE') or Path.home() / '.cache' / 'foundry_ext').expanduser()
 
 
 def stdlib_sources() -> list[Path]:
@@ -52,7 +53,14 @@ def stdlib_sources() -> list[Path]:
 def corpus_spec(tokenizer: PreTrainedTokenizerBase, max_seq_len: int, train_tokens: int, val_tokens: int) -> dict:
     """What determines the corpus's content; equal specs give identical datasets."""
     backend = getattr(tokenizer, 'backend_tokenizer', None)
-    tok_id = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        # Without the padding/truncation state a padded or truncated call leaves behind: it does not change the ids.
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_padding()
+        backend.no_truncation()
+        tok_id = backend.to_str()
+    else:
+        tok_id = repr(sorted(tokenizer.get_vocab().items()))
     return {
         'version': CORPUS_VERSION,
         'python': '.'.join(map(str, sys.version_info[:3])),
@@ -89,6 +97,20 @@ def _write_split(out: Path, docs: list[str], tokenizer: PreTrainedTokenizerBase,
     return n_samples
 
 
+def _built(root: Path, spec: dict) -> bool:
+    """Whether ``root`` holds the demo corpus of ``spec``; a ValueError if it holds one of another spec."""
+    manifest = root / MANIFEST
+    if not manifest.exists():
+        return False
+    built = json.loads(manifest.read_text())
+    if built['spec'] != spec:
+        raise ValueError(
+            f'train_loader.dataset.local={str(root)!r} holds a demo corpus built with {built["spec"]}, but this '
+            f'run needs {spec}. Point dataset.local at another folder, or leave it unset to use the cache.',
+        )
+    return True
+
+
 def ensure_demo_corpus(
     tokenizer: PreTrainedTokenizerBase,
     max_seq_len: int,
@@ -114,16 +136,12 @@ def ensure_demo_corpus(
     """
     spec = corpus_spec(tokenizer, max_seq_len, train_tokens, val_tokens)
     root = Path(local) if local else default_cache_dir() / 'demo_corpus' / _spec_key(spec)
-    manifest = root / MANIFEST
+    # A corpus appears whole (one rename), so a built one is read without the lock, also on a read-only mount.
+    if _built(root, spec):
+        return root
     root.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root) + '.lock'):
-        if manifest.exists():
-            built = json.loads(manifest.read_text())
-            if built['spec'] != spec:
-                raise ValueError(
-                    f'train_loader.dataset.local={str(root)!r} holds a demo corpus built with {built["spec"]}, but this '
-                    f'run needs {spec}. Point dataset.local at another folder, or leave it unset to use the cache.',
-                )
+        if _built(root, spec):
             return root
         if root.exists() and any(root.iterdir()):
             raise ValueError(

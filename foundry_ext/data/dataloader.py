@@ -49,7 +49,7 @@ def build_demo_text_dataloader(
     budget = {k: int(dataset.pop(k)) for k in ('train_tokens', 'val_tokens') if k in dataset}
     root = ensure_demo_corpus(tokenizer, int(dataset['max_seq_len']), dataset.get('local'), **budget)
     dataset['local'] = str(root)
-    split = dataset.get('split', 'train')
+    split = dataset.setdefault('split', 'train')  # the corpus has only split folders
     samples = json.loads((root / MANIFEST).read_text())['samples'].get(split)
     batch = int(device_batch_size) * dist.get_world_size()
     if kwargs.get('drop_last') and samples is not None and samples < batch:

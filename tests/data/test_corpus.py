@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from streaming import StreamingDataset
 
 from foundry_ext.data import build_byte_tokenizer, ensure_demo_corpus, stdlib_sources
-from foundry_ext.data.corpus import MANIFEST
+from foundry_ext.data.corpus import MANIFEST, corpus_spec, default_cache_dir
 
 
 def _tokens(root, split):
@@ -54,3 +55,21 @@ def test_sources_are_sorted_library_code():
     files = stdlib_sources()
     assert len(files) > 100 and files == sorted(files, key=lambda p: p.as_posix())
     assert not any('site-packages' in p.parts or 'test' in p.parts for p in files)
+
+
+def test_a_built_corpus_is_read_without_writing_a_lock(tmp_path):
+    # So a corpus on a read-only mount (baked into an image, a shared volume) can be used as it is.
+    tok = build_byte_tokenizer()
+    root = ensure_demo_corpus(tok, 32, str(tmp_path / 'c'), train_tokens=8192, val_tokens=1024)
+    (tmp_path / 'c.lock').unlink(missing_ok=True)
+    assert ensure_demo_corpus(tok, 32, str(root), train_tokens=8192, val_tokens=1024) == root
+    assert not (tmp_path / 'c.lock').exists()
+
+
+def test_the_cache_key_ignores_padding_left_on_the_tokenizer(monkeypatch, tmp_path):
+    tok = build_byte_tokenizer()
+    before = corpus_spec(tok, 32, 8192, 1024)
+    tok(['ab', 'abcdef'], padding=True, truncation=True, max_length=4)  # leaves its settings on the backend
+    assert corpus_spec(tok, 32, 8192, 1024) == before
+    monkeypatch.setenv('FOUNDRY_EXT_CACHE', '')  # exported but empty, as CI templates do: the default
+    assert default_cache_dir() == Path.home() / '.cache' / 'foundry_ext'

@@ -15,3 +15,9 @@ def test_a_corpus_smaller_than_one_batch_is_refused_instead_of_looping_over_empt
         build_demo_text_dataloader(build_byte_tokenizer(), 16, dataset, **LOADER)
     spec = build_demo_text_dataloader(build_byte_tokenizer(), 4, dataset, **LOADER)
     assert len(spec.dataloader) == 1  # 7 samples, batches of 4, the partial one dropped
+
+
+def test_the_train_split_is_the_default(tmp_path):
+    dataset = {'max_seq_len': 128, 'local': str(tmp_path / 'corpus'), 'train_tokens': 2048}
+    spec = build_demo_text_dataloader(build_byte_tokenizer(), 4, dataset, **LOADER)
+    assert len(spec.dataloader) == 4  # the 16 samples of train/, not a missing index.json at the corpus root
