@@ -28,8 +28,9 @@ out) and DTensors (FSDP2: the local shard; mesh dimensions with a ``Replicate`` 
 first coordinate only, so HSDP replicas are not double-counted). Under DDP every rank holds the whole state,
 so its local sums are already the run's: summarize without the reduce (``reduce=False``), or every sum, the
 counts included, is multiplied by the world size. FSDP1's ``HYBRID_SHARD`` replicas are plain tensors too, so
-their counts are multiplied by the number of replicas (the ratios are not). Histogram counts are integers and add up exactly, so the quantiles of a sharded run equal those of
-one process; sums agree to floating-point rounding.
+their counts are multiplied by the number of replicas (the ratios are not). Histogram counts are integers and
+add up exactly, so the quantiles of a sharded run equal those of one process; sums agree to floating-point
+rounding.
 
 **Quantile accuracy.** :math:`\log_{10} f` is binned in [``LOG10_MIN``, ``LOG10_MAX``] with ``BINS_PER_DECADE``
 bins per decade (values outside land in the edge bins), and a quantile is interpolated linearly inside its
@@ -138,18 +139,19 @@ def local_sums(optimizer: torch.optim.Optimizer) -> torch.Tensor:
             state = optimizer.state.get(param, {})
             if not {'exp_avg', 'exp_avg_sq', 'step'} <= state.keys():
                 continue
-            # amsgrad divides by the running maximum of v, so that is what sets the preconditioner.
-            denominator = _local(state.get('max_exp_avg_sq', state['exp_avg_sq']) if group.get('amsgrad')
-                                 else state['exp_avg_sq'], param)
-            if denominator is None or denominator.numel() == 0:
+            v = _local(state['exp_avg_sq'], param)
+            if v is None or v.numel() == 0:
                 continue
-            v = _local(state['exp_avg_sq'], param).float()
+            v = v.float()
+            # amsgrad divides by the running maximum of v, so that is what sets the preconditioner.
+            denominator = (_local(state['max_exp_avg_sq'], param).float()
+                           if group.get('amsgrad') and 'max_exp_avg_sq' in state else v)
             m = _local(state['exp_avg'], param).float()
             theta = _local(param, param).float()
             # Tensor arithmetic on the step keeps this free of host-device syncs.
             step = torch.as_tensor(state['step'], dtype=torch.float64, device=v.device)
             bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-            precond = (denominator.float() / bias2.float()).sqrt_().add_(group['eps']).mul_(bias1.float()).reciprocal_()
+            precond = (denominator / bias2.float()).sqrt_().add_(group['eps']).mul_(bias1.float()).reciprocal_()
             update = precond * m
             row = sums[g]
             row[0] += v.numel()

@@ -60,7 +60,7 @@ import logging
 import math
 from typing import Any, Optional, Sequence
 
-from composer.core import Algorithm, Event, State
+from composer.core import Algorithm, Event, State, Timestamp
 from composer.loggers import Logger
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -89,6 +89,12 @@ _MEDIAN = QUANTILES.index(0.5)
 
 class ResumeGuardError(RuntimeError):
     """Raised by ``on_mismatch: error`` before the first step that would apply the mismatched LR."""
+
+
+def _per_batch(timestamp: Timestamp) -> tuple[int, int]:
+    """The run's mean samples and tokens per batch so far (0 before the first batch)."""
+    batches = int(timestamp.batch)
+    return (int(timestamp.sample) // batches, int(timestamp.token) // batches) if batches else (0, 0)
 
 
 def _same(a: float, b: float) -> bool:
@@ -536,11 +542,10 @@ class ResumeGuard(Algorithm):
         if len(state.schedulers) != 1 or not isinstance(state.schedulers[0], LambdaLR):
             return not state.schedulers  # no scheduler: a constant LR; another torch scheduler: unknown
         timestamp = state.timestamp
-        batches = int(timestamp.batch)
-        samples, tokens = int(timestamp.sample) // batches, int(timestamp.token) // batches
+        samples, tokens = _per_batch(timestamp)
         before = timestamp.copy(
             epoch=int(timestamp.epoch) - (int(timestamp.epoch) > 0 and int(timestamp.batch_in_epoch) == 0),
-            batch=batches - 1, sample=int(timestamp.sample) - samples, token=int(timestamp.token) - tokens,
+            batch=int(timestamp.batch) - 1, sample=int(timestamp.sample) - samples, token=int(timestamp.token) - tokens,
             batch_in_epoch=max(0, int(timestamp.batch_in_epoch) - 1),
             sample_in_epoch=max(0, int(timestamp.sample_in_epoch) - samples),
             token_in_epoch=max(0, int(timestamp.token_in_epoch) - tokens))
@@ -557,9 +562,7 @@ class ResumeGuard(Algorithm):
         Samples and tokens per batch are the run's averages so far (0 before the first batch).
         """
         timestamp = state.timestamp
-        batches = int(timestamp.batch)
-        samples = int(timestamp.sample) // batches if batches else 0
-        tokens = int(timestamp.token) // batches if batches else 0
+        samples, tokens = _per_batch(timestamp)
         epoch_length = int(state.dataloader_len) if state.dataloader_len is not None else None
         out = []
         for _ in range(count):
