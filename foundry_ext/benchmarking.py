@@ -10,8 +10,8 @@ In :func:`paired_step_times`, step time is the increase of Composer's ``time/tra
 ``speed_monitor``) from one batch to the next. Composer accumulates it over the whole loop iteration,
 evaluation excluded, so it includes the dataloader, the forward/backward/optimizer step and every callback
 and algorithm of the step. Runs of the two configurations alternate (AB, BA, AB, ...) so that drifts of
-the machine (thermal, other load) hit both alike; each run's first batches are dropped (allocator and cache warm-up). The result is the
-ratio of median step times per pair, summarized over pairs.
+the machine (thermal, other load) hit both alike; each run's first batches are dropped (allocator and cache
+warm-up). The result is the ratio of median step times per pair, summarized over pairs.
 """
 
 from __future__ import annotations

@@ -401,6 +401,11 @@ class SpikeDetector:
         return math.exp(self._baseline(step) + self._spike_margin())
 
     @property
+    def last_step(self) -> Optional[int]:
+        """The last step fed (None before the first)."""
+        return self._last_step
+
+    @property
     def has_open_event(self) -> bool:
         """Whether a spike or divergence event is currently open."""
         return self._spike is not None or self._divergence is not None

@@ -155,7 +155,7 @@ class BudgetCheckpoint(Callback):
             'train_loss': _train_loss(state),
             'eval': dict(self._eval) if self._eval_batch == batch else None,
             'checkpoint': path,
-            'hf_checkpoint': os.path.join(self.folder, 'hf', f'budget{index}-ba{batch}') if self._hf is not None else None,
+            'hf_checkpoint': None if self._hf is None else os.path.join(self.folder, 'hf', f'budget{index}-ba{batch}'),
         }
         # Before saving, so that the checkpoint's own manifest lists it. A budget replayed after a resume
         # replaces its earlier entry.

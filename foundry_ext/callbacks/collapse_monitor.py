@@ -128,6 +128,7 @@ class CollapseMonitor(Callback):
             log.warning('%s.smoothing=%d differs from the reference\'s %d: the band no longer matches the noise '
                         'of the smoothed loss, so z is mis-scaled.', WHERE, self.smoothing, self.ref.smoothing)
         self.total_steps: Optional[int] = None
+        self._peak = 1.0  # the largest LR multiplier of the run's schedule, read at fit_start
         self._start_history()
 
     def _start_history(self) -> None:
@@ -152,6 +153,8 @@ class CollapseMonitor(Callback):
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
         self.total_steps = self._total_steps(state)
+        compiled = compiled_schedule_of(state)
+        self._peak = peak_multiplier(compiled.scheduler if compiled is not None else None)
         self._check_evaluations_fit(self.total_steps)
         if state.timestamp.batch.value == 0 and (self._steps or self._window):
             self._start_history()  # fit(reset_time=True): a new run, whose curve starts over
@@ -243,19 +246,18 @@ class CollapseMonitor(Callback):
         if self.action == 'stop':
             state.stop_training()
 
-    @staticmethod
-    def _tau(state: State, total: int) -> Optional[float]:
+    def _tau(self, state: State, total: int) -> Optional[float]:
         """``tau = 1 / (eta lambda T)`` from the optimizer, or None for optimizers without a known convention."""
         if not state.optimizers:
             return None
         optimizer = state.optimizers[0]
         group = optimizer.param_groups[0]
         name = type(optimizer).__name__
-        peak = _schedule_peak(state)  # decoupled decay at peak: (lr_peak / initial_lr) * weight_decay
+        # The decoupled decay at the peak is (lr_peak / initial_lr) * weight_decay.
         if name in _DECOUPLED:
-            per_step = peak * group['weight_decay']
+            per_step = self._peak * group['weight_decay']
         elif name == 'AdamW':
-            per_step = peak * group['weight_decay'] * group.get('initial_lr', group['lr'])
+            per_step = self._peak * group['weight_decay'] * group.get('initial_lr', group['lr'])
         else:
             return None
         return 1.0 / (per_step * total) if per_step > 0 else math.inf
@@ -284,7 +286,7 @@ class CollapseMonitor(Callback):
         group = state.optimizers[0].param_groups[0] if state.optimizers else {}
         if 'initial_lr' not in group or not group['initial_lr']:
             return
-        mine = group['lr'] / group['initial_lr'] / _schedule_peak(state)  # the reference's schedule peaks at 1
+        mine = group['lr'] / group['initial_lr'] / self._peak  # the reference's schedule peaks at 1
         expected = float(self.ref.schedule(np.array([fraction]))[0])
         if abs(mine - expected) > self.schedule_tolerance:
             self._warn_once('schedule', 'LR multiplier %.3f at t/T = %.3f differs from the reference schedule\'s '
@@ -325,8 +327,3 @@ class CollapseMonitor(Callback):
     def alerts(self) -> list[int]:
         """Step at which each alerted out-of-band streak began."""
         return list(self._alerts)
-
-
-def _schedule_peak(state: State) -> float:
-    compiled = compiled_schedule_of(state)
-    return peak_multiplier(compiled.scheduler if compiled is not None else None)

@@ -147,8 +147,7 @@ class LossSpikeMonitor(Callback):
     # Events.
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        if int(state.timestamp.batch) == 0 and any((d.state_dict()['last_step'] or 0) > 0
-                                                   for d in self.detectors.values()):
+        if int(state.timestamp.batch) == 0 and any((d.last_step or 0) > 0 for d in self.detectors.values()):
             # fit(reset_time=True): a new run from these weights; the earlier run's steps and trend do not apply.
             log.info('%s: training restarts at batch 0; the detectors start over.', WHERE)
             self.detectors, self.events = {}, []
