@@ -5,7 +5,7 @@
 
 import sys
 
-from foundry_ext.cli.train import train
+from foundry_ext.commands.train import train
 
 if __name__ == '__main__':
     train(sys.argv[1], sys.argv[2:])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from foundry_ext.analysis.collapse_experiment import FamilySpec, ModelSize, fit_family_reference
 from foundry_ext.analysis.collapse_runs import CollapseRun
+from scripts.experiments.collapse_family import FamilySpec, ModelSize, fit_family_reference
 from tests.conftest import SMALL_CORPUS
 
 # d_model 32, 2 layers: 39.8k parameters, 78 steps of 16 x 128 tokens at TPP 4; warmup 8 steps. Runs this short
@@ -28,7 +28,7 @@ SIZE = SPEC.sizes[0]
 @functools.lru_cache(maxsize=None)
 def reference_family(base: Path) -> tuple[tuple[CollapseRun, ...], Path]:
     """Trains ``SIZE`` with each seed of ``SPEC`` into ``base`` and fits ``base/ref.json`` on them."""
-    from foundry_ext.analysis.collapse_experiment import train_member
+    from scripts.experiments.collapse_family import train_member
 
     runs = tuple(train_member(SPEC, SIZE, seed, base / f'ref-s{seed}')[0] for seed in SPEC.seeds)
     ref = fit_family_reference(SPEC, runs)

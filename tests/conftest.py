@@ -62,7 +62,7 @@ def foundry_run(run_dir: Path, overrides: Sequence[str] = (), yaml_path: str = D
     """Trains the demo recipe with ``train_from_yaml`` into ``run_dir``; returns (trainer, {step: metric})."""
     from llmfoundry.command_utils import train_from_yaml
 
-    from foundry_ext.analysis.metrics_io import read_metrics
+    from foundry_ext.core.metrics_io import read_metrics
 
     args = [f'variables.run_dir={run_dir}', 'eval_loader=null', 'eval_interval=1', 'console_log_interval=1000ba',
             'python_log_level=null', SMALL_CORPUS, *overrides]

@@ -64,14 +64,8 @@ from composer.core import Algorithm, Event, State, Timestamp
 from composer.loggers import Logger
 from torch.optim.lr_scheduler import LambdaLR
 
-from foundry_ext.algorithms.optimizer_stats import (
-    QUANTILES,
-    GroupSummary,
-    local_sums,
-    reduce_sums,
-    summarize,
-)
-from foundry_ext.checkpoint_state import pack_state, unpack_state
+from foundry_ext.algorithms.optimizer_stats import QUANTILES, GroupSummary, local_sums, reduce_sums, summarize
+from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from foundry_ext.analysis.collapse import ReferenceCurve
-from foundry_ext.analysis.plots import plt, save_figure
+from foundry_ext.core.plots import plt, save_figure
 
 log = logging.getLogger(__name__)
 

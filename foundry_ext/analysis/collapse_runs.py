@@ -19,15 +19,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-from foundry_ext.analysis.collapse import (
-    LossCurve,
-    LRSchedule,
-    TrainingBudget,
-    estimate_final_loss,
-    from_foundry_config,
-)
-from foundry_ext.analysis.metrics_io import LOSS_KEY, Series, lr_series, read_metrics
-from foundry_ext.config import load_train_config
+from foundry_ext.analysis.collapse import (LossCurve, LRSchedule, TrainingBudget, estimate_final_loss,
+                                           from_foundry_config)
+from foundry_ext.core.config import load_train_config
+from foundry_ext.core.metrics_io import LOSS_KEY, Series, lr_series, read_metrics
 
 log = logging.getLogger(__name__)
 

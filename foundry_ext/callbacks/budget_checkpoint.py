@@ -29,9 +29,9 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import checkpoint, dist, format_name_with_dist, parse_uri
 
-from foundry_ext.analysis.metrics_io import LOSS_KEY
-from foundry_ext.callbacks.save_folder import local_save_folder
-from foundry_ext.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.save_folder import local_save_folder
 from foundry_ext.schedulers.compiled import compiled_schedule_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
 

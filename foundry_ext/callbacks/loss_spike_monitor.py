@@ -10,7 +10,7 @@ Registered in ``llmfoundry_callbacks`` as ``loss_spike_monitor``::
         actions: {not_recovering: stop, divergence: stop}   # per kind: log (default) or stop
         events_path: null                     # default: <save_folder>/loss_events.jsonl
 
-Each stream gets one :class:`~foundry_ext.analysis.spikes.SpikeDetector`:
+Each stream gets one :class:`~foundry_ext.spikes.detector.SpikeDetector`:
 
 * training losses (``loss/train/...``) are read at ``BATCH_END`` from ``state.total_loss_dict``, which Composer
   has all-reduced over ranks (not ``state.loss``, one rank's last micro-batch); the step is the batch's index,
@@ -40,12 +40,11 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist, format_name_with_dist
 
-from foundry_ext.analysis.metrics_io import LOSS_KEY
-from foundry_ext.analysis.spike_config import (check_detector_kwargs, event_record, is_eval_stream,
-                                               stream_detector_kwargs)
-from foundry_ext.analysis.spikes import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
-from foundry_ext.callbacks.save_folder import local_save_folder
-from foundry_ext.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.save_folder import local_save_folder
+from foundry_ext.spikes.config import check_detector_kwargs, event_record, is_eval_stream, stream_detector_kwargs
+from foundry_ext.spikes.detector import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class LossSpikeMonitor(Callback):
             ``['loss/train/total', 'metrics/*/*CrossEntropy']`` (the train loss and every eval cross-entropy).
         detector (Mapping[str, Any], optional): :class:`SpikeDetector` settings for every stream.
         eval_detector (Mapping[str, Any], optional): Settings for eval streams, over ``detector`` and
-            :data:`~foundry_ext.analysis.spike_config.EVAL_DETECTOR_DEFAULTS`.
+            :data:`~foundry_ext.spikes.config.EVAL_DETECTOR_DEFAULTS`.
         actions (Mapping[str, str], optional): ``log`` or ``stop`` per kind: ``spike`` (when a spike opens),
             ``fast_recovering``, ``slow_recovering``, ``not_recovering`` (when classified), ``divergence`` (when it
             opens). Default: ``log`` for all.

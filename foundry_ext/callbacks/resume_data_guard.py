@@ -37,7 +37,7 @@ from composer.utils import dist
 from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
-from foundry_ext.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from typing import Iterator, Optional
 
 import typer
 
-from foundry_ext.analysis.metrics_io import LOSS_KEY
 from foundry_ext.cli.errors import USER_ERRORS, error_message
+from foundry_ext.core.metrics_io import LOSS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def tau(
     """Print a run's parameters, tokens, TPP, AdamW timescale tau (steps and fraction of T), and the weight decay
     for a target tau."""
     from foundry_ext.analysis.collapse import from_foundry_config, weight_decay_for_tau_fraction
-    from foundry_ext.config import load_train_config
+    from foundry_ext.core.config import load_train_config
 
     with _errors_as_messages():
         budget = from_foundry_config(load_train_config(yaml_path, overrides))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from foundry_ext.analysis.metrics_io import LOSS_KEY
+from foundry_ext.core.metrics_io import LOSS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def train(
     overrides: Optional[list[str]] = typer.Argument(None, help='Foundry-style key=value overrides.'),
 ) -> None:
     """Train with LLM-Foundry's train_from_yaml (single process; use `composer scripts/train.py` for many)."""
-    from foundry_ext.cli.train import train as run
+    from foundry_ext.commands.train import train as run
     run(yaml_path, overrides)
 
 
@@ -43,7 +43,7 @@ def plot_schedule(
                                         help="Also draw Composer's cosine_with_warmup (dashed) for each length."),
 ) -> None:
     """Draw the YAML's LR schedule against the step for several max_durations."""
-    from foundry_ext.cli.plot_schedule import plot_schedule as run
+    from foundry_ext.commands.plot_schedule import plot_schedule as run
     durations = [d.strip() for d in max_duration.split(',') if d.strip()]
     if not durations:
         raise typer.BadParameter(f'{max_duration!r} names no run length; give e.g. 1000ba,2000ba.',
@@ -63,7 +63,7 @@ def branch(
     dry_run: bool = typer.Option(False, '--dry-run', help='Only print the equivalent commands.'),
 ) -> None:
     """Branch a finished (decayed) model off a WSD main run, at one or several checkpoints."""
-    from foundry_ext.cli.branch import plan_branch, run_branches
+    from foundry_ext.commands.branch import plan_branch, run_branches
     try:
         steps = [int(s) for s in at.split(',') if s.strip()] if at is not None else [None]
     except ValueError:
@@ -90,8 +90,8 @@ def analyze_loss(
                                                  'repeatable, e.g. -d z_threshold=5 (see docs/loss_spikes.md).'),
 ) -> None:
     """Detect and classify loss spikes and divergences in an exported loss series (as loss_spike_monitor does)."""
-    from foundry_ext.cli.analyze_loss import analyze_loss as run
-    from foundry_ext.cli.analyze_loss import format_report, parse_settings
+    from foundry_ext.commands.analyze_loss import analyze_loss as run
+    from foundry_ext.commands.analyze_loss import format_report, parse_settings
     try:
         settings = parse_settings(detector)
     except ValueError as err:

@@ -2,7 +2,7 @@
 
 1. Trains ``yamls/wsd.yaml`` once with a flat LR; after ``--warmup`` batches the monitor (``interval`` 10,
    against a reference fitted to synthetic curves with a flat schedule) is switched on and off in blocks of
-   ``--block`` batches (``foundry_ext.benchmarking.in_run_ab``). With ``--block`` and ``--warmup`` multiples of
+   ``--block`` batches (``foundry_ext.testing.benchmarking.in_run_ab``). With ``--block`` and ``--warmup`` multiples of
    the interval, every "on" block holds one evaluation.
 2. The monitor re-reads its whole history at each evaluation (``collapse_residual`` and ``predict_final_loss``
    over every evaluated point), so an evaluation costs more as a run grows. This times those two calls at
@@ -26,16 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from foundry_ext.analysis.collapse import (
-    LossCurve,
-    LRSchedule,
-    ReferenceCurve,
-    collapse_residual,
-    fit_reference,
-    predict_final_loss,
-)
-from foundry_ext.benchmarking import ab_report, in_run_ab
+from foundry_ext.analysis.collapse import (LossCurve, LRSchedule, ReferenceCurve, collapse_residual, fit_reference,
+                                           predict_final_loss)
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
+from foundry_ext.testing.benchmarking import ab_report, in_run_ab
 
 INTERVAL = 10
 
@@ -58,6 +52,7 @@ def _evaluation_seconds(ref: ReferenceCurve, points: int, repeats: int = 5) -> f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--yaml', default='yamls/wsd.yaml', help='the recipe to train (a wsd schedule)')
     parser.add_argument('--pairs', type=int, default=15, help='on/off block pairs (default: 15)')
     parser.add_argument('--block', type=int, default=INTERVAL, help=f'batches per block (default: {INTERVAL})')
     parser.add_argument('--warmup', type=int, default=30, help='batches before the first block (default: 30)')
@@ -69,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / 'ref.json'
         path.write_text(ref.to_json())
-        steps = in_run_ab(CollapseMonitor(reference=str(path), interval=INTERVAL), args.pairs, args.block,
+        steps = in_run_ab(args.yaml, CollapseMonitor(reference=str(path), interval=INTERVAL), args.pairs, args.block,
                           args.warmup, args.overrides)
     print(f'collapse_monitor (interval {INTERVAL}, smoothing {ref.smoothing}), after {args.warmup} warmup batches:')
     print(ab_report(steps, args.block))

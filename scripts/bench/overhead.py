@@ -3,14 +3,14 @@
     python scripts/bench/overhead.py [--pairs 3] [--batches 60] [--out /tmp/overhead]
 
 Prints the ratio foundry-ext / plain of median step times per pair, with its spread (see
-foundry_ext.benchmarking for what is timed).
+foundry_ext.testing.benchmarking for what is timed).
 """
 
 import argparse
 import logging
 
-from foundry_ext.benchmarking import overhead_configs, paired_step_times
 from foundry_ext.data import build_byte_tokenizer, ensure_demo_corpus
+from foundry_ext.testing.benchmarking import overhead_configs, paired_step_times
 
 if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -20,7 +20,7 @@ if __name__ == '__main__':
     parser.add_argument('--out', default='/tmp/foundry_ext_overhead')
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    logging.getLogger('foundry_ext.benchmarking').setLevel(logging.INFO)
+    logging.getLogger('foundry_ext.testing.benchmarking').setLevel(logging.INFO)
     corpus = str(ensure_demo_corpus(build_byte_tokenizer(), 128))
     plain, ours = overhead_configs(args.yaml, args.out, corpus)
     run = [f'max_duration={args.batches}ba', 'python_log_level=warn', 'console_log_interval=100000ba',

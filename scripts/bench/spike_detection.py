@@ -1,6 +1,6 @@
 """Benchmark loss-spike detectors on labelled synthetic loss curves.
 
-Runs :class:`foundry_ext.analysis.spikes.SpikeDetector` and re-implementations of two reference rules
+Runs :class:`foundry_ext.spikes.detector.SpikeDetector` and re-implementations of two reference rules
 (LLM-Foundry ``kill_loss_spike``, OLMo-core style 6 sigma) over a random labelled suite and prints a markdown
 table. The detector's defaults were tuned on the suite of seed ``TUNING_SEED``; the default ``--seed`` is a
 held-out suite.
@@ -17,9 +17,9 @@ import logging
 import sys
 import time
 
-from foundry_ext.analysis.spike_evaluation import (HELD_OUT_SEED, TUNING_SEED, evaluate, format_markdown,
-                                                   kill_loss_spike_rule, olmo_sigma_rule, spike_detector)
-from foundry_ext.analysis.synthetic_curves import random_labeled_suite
+from foundry_ext.spikes.evaluation import (HELD_OUT_SEED, TUNING_SEED, evaluate, format_markdown, kill_loss_spike_rule,
+                                           olmo_sigma_rule, spike_detector)
+from foundry_ext.spikes.synthetic import random_labeled_suite
 
 log = logging.getLogger(__name__)
 

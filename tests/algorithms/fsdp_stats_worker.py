@@ -18,7 +18,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 
 from foundry_ext.algorithms import ResumeGuard, summarize_optimizer
-from foundry_ext.checkpoint_state import unpack_state
+from foundry_ext.core.checkpoint_state import unpack_state
 from tests.algorithms.conftest import dataset, mlp
 
 STEPS = 3

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from foundry_ext.algorithms import GroupSummary, ResumeGuard, ResumeGuardError, summarize_optimizer
-from foundry_ext.checkpoint_state import unpack_state
+from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.schedulers import WSDScheduler
 from foundry_ext.schedulers.wsd import wsd_multiplier
 from tests.algorithms.conftest import LR, LR_KEY, adam_trainer, last, series

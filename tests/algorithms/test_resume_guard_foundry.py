@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from foundry_ext.analysis.metrics_io import read_metrics
+from foundry_ext.core.metrics_io import read_metrics
 from foundry_ext.schedulers.wsd import wsd_multiplier
 from tests.conftest import foundry_run
 

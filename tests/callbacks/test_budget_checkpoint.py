@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from foundry_ext.checkpoint_state import unpack_state
+from foundry_ext.core.checkpoint_state import unpack_state
 from tests.conftest import demo_yaml_with, foundry_run
 
 WSD_S = {'name': 'wsd_s', 't_warmup': '2ba', 'budgets': ['10ba', '20ba', '30ba'], 'decay_fraction': 0.5}

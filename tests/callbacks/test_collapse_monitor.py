@@ -10,10 +10,10 @@ import pytest
 from llmfoundry.utils.builders import build_callback
 
 from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
-from foundry_ext.analysis.collapse_experiment import train_member
-from foundry_ext.analysis.metrics_io import read_metrics
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
-from foundry_ext.checkpoint_state import unpack_state
+from foundry_ext.core.checkpoint_state import unpack_state
+from foundry_ext.core.metrics_io import read_metrics
+from scripts.experiments.collapse_family import train_member
 from tests.collapse_family_runs import SIZE, SPEC, reference_family
 from tests.conftest import tiny_trainer
 

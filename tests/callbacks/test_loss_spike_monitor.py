@@ -23,11 +23,11 @@ from composer.models import ComposerClassifier
 from composer.utils import dist
 from torch.utils.data import DataLoader, TensorDataset
 
-from foundry_ext.analysis.metrics_io import read_metrics
-from foundry_ext.analysis.spikes import (DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, SPIKE,
-                                         STATUS_OPEN, detect_events)
 from foundry_ext.callbacks.loss_spike_monitor import LossSpikeMonitor
-from foundry_ext.checkpoint_state import unpack_state
+from foundry_ext.core.checkpoint_state import unpack_state
+from foundry_ext.core.metrics_io import read_metrics
+from foundry_ext.spikes.detector import (DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, SPIKE,
+                                         STATUS_OPEN, detect_events)
 from tests.conftest import REPO, foundry_run
 
 BATCH = 64
@@ -223,8 +223,8 @@ def test_bad_config_names_the_key_and_the_fix(kwargs, match):
 
 def test_foundry_yaml_run_detects_an_lr_jump_spike(tmp_path):
     """Through train_from_yaml and the entry point: the demo MPT, with a 30x LR jump for 3 batches."""
-    from foundry_ext.cli.analyze_loss import analyze_loss
-    from foundry_ext.cli.spike_demo import register_lr_jump
+    from foundry_ext.commands.analyze_loss import analyze_loss
+    from foundry_ext.testing.lr_jump import register_lr_jump
 
     register_lr_jump()
     detector = {'warmup_steps': 30, 'fast_recovery_steps': 20, 'max_follow_steps': 40}

@@ -5,9 +5,9 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from foundry_ext.analysis.spikes import FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, detect_events
-from foundry_ext.analysis.synthetic_curves import EventSpec, make_curve
 from foundry_ext.cli.main import app
+from foundry_ext.spikes.detector import FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, detect_events
+from foundry_ext.spikes.synthetic import EventSpec, make_curve
 
 LOSS = 'loss/train/total'
 LABELS = [

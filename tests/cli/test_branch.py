@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from foundry_ext.cli.branch import find_checkpoints, plan_branch, run_branches
+from foundry_ext.commands.branch import find_checkpoints, plan_branch, run_branches
 from tests.conftest import DEMO_YAML, foundry_run
 
 MAIN = ['scheduler.t_warmup=4ba', 'scheduler.t_decay=8ba', 'scheduler.t_decay_start=1000ba', 'save_interval=12ba']

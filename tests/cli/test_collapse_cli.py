@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from foundry_ext.analysis.collapse import ReferenceCurve, final_window_losses, predict_final_loss, smooth_curve
-from foundry_ext.analysis.collapse_experiment import BASE_YAML
 from foundry_ext.cli.main import app
+from scripts.experiments.collapse_family import BASE_YAML
 from tests.collapse_family_runs import SPEC, reference_family
 
 

@@ -1,4 +1,4 @@
-from foundry_ext.cli.train import train
+from foundry_ext.commands.train import train
 from tests.conftest import DEMO_YAML, SMALL_CORPUS
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from foundry_ext.analysis.metrics_io import read_metric, read_metrics
-from foundry_ext.cli.branch import find_checkpoints, plan_branch
+from foundry_ext.commands.branch import find_checkpoints, plan_branch
+from foundry_ext.core.metrics_io import read_metric, read_metrics
 from tests.conftest import DEMO_YAML, REPO, SMALL_CORPUS, demo_yaml_with
 
 COMPOSER = str(Path(sys.executable).with_name('composer'))
@@ -88,7 +88,7 @@ EVERY_COMPONENT = ['scheduler.t_decay=2ba', 'algorithms.resume_guard={}', 'callb
 
 
 def test_every_component_resumes_its_state_from_a_sharded_checkpoint(tmp_path):
-    """A sharded checkpoint loads only the keys of the fresh components' state (foundry_ext.checkpoint_state)."""
+    """A sharded checkpoint loads only the keys of the fresh components' state (foundry_ext.core.checkpoint_state)."""
     yaml_path = demo_yaml_with(tmp_path / 'wsd_s.yaml', scheduler=WSD_S)
     straight = tmp_path / 'straight'
     losses = _train(straight, [*EVERY_COMPONENT, f'save_folder={straight}/ckpt'], yaml_path)

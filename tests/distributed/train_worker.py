@@ -10,9 +10,9 @@ import sys
 
 from composer.utils import dist
 
-from foundry_ext.checkpoint_state import unpack_state
-from foundry_ext.cli.spike_demo import register_lr_jump
-from foundry_ext.cli.train import train
+from foundry_ext.commands.train import train
+from foundry_ext.core.checkpoint_state import unpack_state
+from foundry_ext.testing.lr_jump import register_lr_jump
 
 if __name__ == '__main__':
     register_lr_jump()

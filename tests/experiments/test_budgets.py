@@ -8,21 +8,12 @@ import numpy as np
 import pytest
 from llmfoundry.utils.builders import build_scheduler
 
-from foundry_ext.config import load_train_config
-from foundry_ext.experiments.budgets import (
-    CPU_CONFIG,
-    GPU_CONFIG,
-    ExperimentConfig,
-    budget_layout,
-    format_results,
-    paper_ordering,
-    plan_runs,
-    plot_budget_schedules,
-    plot_results,
-    read_budget_losses,
-)
-from foundry_ext.experiments.budgets import _train as train_once
+from foundry_ext.core.config import load_train_config
 from foundry_ext.schedulers.preview import schedule_multipliers
+from scripts.experiments.budgets import CPU_CONFIG, GPU_CONFIG, ExperimentConfig
+from scripts.experiments.budgets import _train as train_once
+from scripts.experiments.budgets import (budget_layout, format_results, paper_ordering, plan_runs,
+                                         plot_budget_schedules, plot_results, read_budget_losses)
 
 
 def test_layout_uses_wsd_s_decays_and_counts_the_branches_compute():

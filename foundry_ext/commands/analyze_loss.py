@@ -1,0 +1,186 @@
+"""``foundry-ext analyze-loss``: the ``loss_spike_monitor`` detector run offline over an exported series.
+
+Input: a JSONL or CSV metrics file (formats in :mod:`foundry_ext.core.metrics_io`; e.g. the ``jsonl``
+logger's ``metrics.jsonl``). The series of one metric key goes through the same
+:class:`~foundry_ext.spikes.detector.SpikeDetector`, with the same per-stream defaults, as the callback uses
+online; at the last step, events still open are closed as ``truncated``. Output: a text report, a JSON report
+and a PNG of the series with its trend, spike threshold and the events shaded by kind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from foundry_ext.core.metrics_io import LOSS_KEY, Series, read_metric
+from foundry_ext.spikes.config import DETECTOR_DEFAULTS, check_detector_kwargs, event_record, stream_detector_kwargs
+from foundry_ext.spikes.detector import EVENT_KINDS, LossEvent, SpikeDetector, run_detector
+from foundry_ext.spikes.plots import plot_loss_events
+
+log = logging.getLogger(__name__)
+
+__all__ = ['LossAnalysis', 'analyze_loss', 'analyze_series', 'format_report', 'parse_settings']
+
+_WHERE = 'analyze-loss --detector'
+
+
+@dataclass
+class LossAnalysis:
+    """Result of running the detector over one series.
+
+    Args:
+        key (str): Metric key (the stream).
+        loss (Series): Steps and losses.
+        detector (dict[str, Any]): The detector's full settings.
+        events (list[LossEvent]): Classified events, in the order they were closed.
+        ends (list[int]): Last step of each event: its recovery step, or the step at which it was classified.
+        trend (Series): The detector's trend at each step after its warmup.
+        threshold (Series): The loss above which a spike opens, at each step after the warmup.
+        notes (list[str]): Caveats, e.g. a series too short for the warmup.
+        path (Path, optional): Input file.
+        png (Path, optional): Plot written.
+        report (Path, optional): JSON report written.
+    """
+
+    key: str
+    loss: Series
+    detector: dict[str, Any]
+    events: list[LossEvent]
+    ends: list[int]
+    trend: Series
+    threshold: Series
+    notes: list[str] = field(default_factory=list)
+    path: Optional[Path] = None
+    png: Optional[Path] = None
+    report: Optional[Path] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report."""
+        steps = self.loss[0]
+        return {
+            'file': None if self.path is None else str(self.path),
+            'key': self.key,
+            'points': int(len(steps)),
+            'first_step': int(steps[0]) if len(steps) else None,
+            'last_step': int(steps[-1]) if len(steps) else None,
+            'detector': self.detector,
+            'counts': {kind: sum(e.kind == kind for e in self.events) for kind in EVENT_KINDS},
+            'events': [event_record(self.key, e, end_step=end) for e, end in zip(self.events, self.ends)],
+            'notes': self.notes,
+            'png': None if self.png is None else str(self.png),
+        }
+
+
+def parse_settings(items: Optional[Sequence[str]]) -> dict[str, Any]:
+    """Parses ``KEY=VALUE`` detector settings from the command line (numbers), then checks them."""
+    settings: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, value = item.partition('=')
+        if not sep:
+            raise ValueError(f'{_WHERE} {item!r}: expected KEY=VALUE, e.g. z_threshold=5. Settings: '
+                             f'{", ".join(sorted(DETECTOR_DEFAULTS))}.')
+        try:
+            settings[key.strip()] = int(value)
+        except ValueError:
+            try:
+                settings[key.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f'{_WHERE} {item!r}: {value!r} is not a number.') from None
+    return check_detector_kwargs(settings, _WHERE)
+
+
+def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOSS_KEY,
+                   detector: Optional[dict[str, Any]] = None) -> LossAnalysis:
+    """Runs the detector for stream ``key`` over a series, recording its trend and threshold at each step.
+
+    Args:
+        steps (Sequence[int]): Increasing steps.
+        losses (Sequence[float]): Loss at each step.
+        key (str): Metric key; ``metrics/<eval label>/...`` keys get the sparse eval defaults, as in the callback.
+        detector (dict[str, Any], optional): Checked settings (:func:`parse_settings`) over the stream's defaults.
+    """
+    overrides = detector or {}
+    kwargs = stream_detector_kwargs(key, overrides, overrides, _WHERE)
+    spike_detector = SpikeDetector(**kwargs)
+    steps = np.asarray(steps, dtype=np.int64)
+    losses = np.asarray(losses, dtype=np.float64)
+    trend_at = []
+
+    def record_trend(step: int) -> None:
+        threshold = spike_detector.spike_threshold(step)
+        if math.isfinite(threshold):  # the warmup is over
+            trend_at.append((step, spike_detector.trend_loss(step), threshold))
+
+    closed = run_detector(spike_detector, steps, losses, before_update=record_trend)
+    events = [event for _, event in closed]
+    ends = [step if event.recovered_step is None else event.recovered_step for step, event in closed]
+    notes = []
+    finite = int(np.isfinite(losses).sum())
+    warmup = spike_detector.config['warmup_steps']
+    if finite < warmup:
+        notes.append(f'Only {finite} finite points, fewer than warmup_steps={warmup}: the detector '
+                     f'never left its warmup, so only non-finite losses could be reported.')
+    if finite < len(losses):
+        notes.append(f'{len(losses) - finite} non-finite losses (NaN/inf), reported as spikes of infinite height.')
+    table = np.array(trend_at, dtype=np.float64).reshape(-1, 3)
+    return LossAnalysis(key=key, loss=(steps, losses), detector=dict(spike_detector.config), events=events, ends=ends,
+                        trend=(table[:, 0].astype(np.int64), table[:, 1]),
+                        threshold=(table[:, 0].astype(np.int64), table[:, 2]), notes=notes)
+
+
+def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Union[str, Path]] = None,
+                 report: Optional[Union[str, Path]] = None, detector: Optional[dict[str, Any]] = None) -> LossAnalysis:
+    """Reads one metric from a JSONL/CSV file, runs the detector, and writes the PNG and the JSON report.
+
+    Args:
+        path (str | Path): Metrics file.
+        key (str): Metric to analyse.
+        out (str | Path, optional): PNG path. Default: ``<file stem>.<key>.events.png`` next to the file.
+        report (str | Path, optional): JSON report path. Default: the PNG path with ``.json``.
+        detector (dict[str, Any], optional): Checked detector settings (:func:`parse_settings`).
+    """
+    path = Path(path)
+    steps, losses = read_metric(path, key)
+    analysis = analyze_series(steps, losses, key, detector)
+    analysis.path = path
+    safe_key = re.sub(r'[^A-Za-z0-9]+', '_', key).strip('_')
+    analysis.png = Path(out) if out is not None else path.with_name(f'{path.stem}.{safe_key}.events.png')
+    analysis.report = Path(report) if report is not None else analysis.png.with_suffix('.json')
+    plot_loss_events(analysis.loss, analysis.events, analysis.ends, analysis.png, trend=analysis.trend,
+                     threshold=analysis.threshold, title=f'{path.parent.name}/{path.name}: {key}', ylabel=key)
+    analysis.report.parent.mkdir(parents=True, exist_ok=True)
+    analysis.report.write_text(json.dumps(analysis.to_dict(), indent=1) + '\n')
+    return analysis
+
+
+def format_report(analysis: LossAnalysis) -> str:
+    """A plain-text summary: the series, one line per event, the notes and the files written."""
+    steps = analysis.loss[0]
+    span = f'steps {steps[0]}-{steps[-1]}' if len(steps) else 'empty'
+    lines = [f'{analysis.path or "series"}: {analysis.key}, {len(steps)} points ({span})']
+    counts = ', '.join(f'{n} {kind}' for kind, n in analysis.to_dict()['counts'].items() if n)
+    lines.append(f'{len(analysis.events)} events' + (f': {counts}' if counts else ''))
+    if analysis.events:
+        lines.append(f'  {"kind":<16} {"status":<9} {"onset":>7} {"peak":>7} {"peak loss":>10} {"baseline":>9} '
+                     f'{"height":>8} {"recovered":>9} {"steps":>6} {"shift":>7}')
+        for e in analysis.events:
+            lines.append(f'  {e.kind:<16} {e.status:<9} {e.onset_step:>7} {e.peak_step:>7} {e.peak_loss:>10.4g} '
+                         f'{e.baseline_loss:>9.4g} {e.height:>+8.1%} {_or_dash(e.recovered_step):>9} '
+                         f'{_or_dash(e.steps_to_recover):>6} {e.level_shift:>+7.1%}')
+    lines.extend(f'note: {note}' for note in analysis.notes)
+    if analysis.report is not None:
+        lines.append(f'report: {analysis.report}')
+    if analysis.png is not None:
+        lines.append(f'plot: {analysis.png}')
+    return '\n'.join(lines)
+
+
+def _or_dash(value: Optional[int]) -> str:
+    return '-' if value is None else str(value)

@@ -1,0 +1,1 @@
+"""What every capability shares: reading and writing metrics, configs, checkpointed state, plots."""

@@ -1,0 +1,56 @@
+"""Names of the metrics foundry-ext reads and logs: the one place a metric key is spelled.
+
+Composer and LLM-Foundry log the training loss as ``loss/train/total`` (all-reduced over ranks), eval metrics as
+``metrics/<eval label>/<metric>`` and, through ``lr_monitor``, the LR of each param group as
+``lr-<Optimizer class>/group<i>``. foundry-ext's components log under their own prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    'BUDGET_PREFIX',
+    'COLLAPSE_PREFIX',
+    'EVAL_CROSS_ENTROPY',
+    'EVAL_CROSS_ENTROPY_PATTERN',
+    'LOSS_KEY',
+    'LOSS_LAW_PREFIX',
+    'LOSS_SPIKE_PREFIX',
+    'RESUME_DATA_GUARD_PREFIX',
+    'RESUME_GUARD_PREFIX',
+    'find_lr_key',
+    'is_eval_metric',
+    'is_train_loss',
+]
+
+LOSS_KEY = 'loss/train/total'  # Composer's all-reduced training loss
+EVAL_CROSS_ENTROPY = 'metrics/eval/LanguageCrossEntropy'  # Foundry's default eval loss, label 'eval'
+EVAL_CROSS_ENTROPY_PATTERN = 'metrics/*/*CrossEntropy'  # every evaluator's cross-entropy
+
+BUDGET_PREFIX = 'budget_checkpoint'
+COLLAPSE_PREFIX = 'collapse'
+LOSS_LAW_PREFIX = 'loss_law'
+LOSS_SPIKE_PREFIX = 'loss_spike'
+RESUME_DATA_GUARD_PREFIX = 'resume_data_guard'
+RESUME_GUARD_PREFIX = 'resume_guard'
+
+
+def is_train_loss(key: str) -> bool:
+    """Whether ``key`` is a training loss Composer logs every batch (``loss/train/<name>``)."""
+    return key.startswith('loss/train/')
+
+
+def is_eval_metric(key: str) -> bool:
+    """Whether ``key`` is a sparse evaluation metric (``metrics/<label>/...`` other than ``metrics/train/``)."""
+    return key.startswith('metrics/') and not key.startswith('metrics/train/')
+
+
+def find_lr_key(keys: Iterable[str]) -> Optional[str]:
+    """The key under which ``lr_monitor`` logged the first param group's LR (``lr-<Optimizer>/group0``), or None."""
+    found = sorted(k for k in keys if k.startswith('lr-') and k.endswith('/group0'))
+    return found[0] if found else None

@@ -1,0 +1,1 @@
+"""Loss-spike and divergence detection and classification, online and offline (numpy; no torch)."""
