@@ -12,21 +12,15 @@ import logging
 
 import numpy as np
 import torch
-from composer.core import State, Time, TimeUnit, Timestamp
+from composer.core import State, Time, Timestamp
 from composer.devices import DeviceCPU
 from composer.optim import ComposerScheduler
 
+from foundry_ext.schedulers.time_spec import batches_in
+
 log = logging.getLogger(__name__)
 
-__all__ = ['batches_in', 'schedule_multipliers']
-
-
-def batches_in(duration: Time, samples_per_batch: int, tokens_per_batch: int) -> int:
-    """Number of whole batches in ``duration`` (``ba``, ``sp`` or ``tok``)."""
-    per_batch = {TimeUnit.BATCH: 1, TimeUnit.SAMPLE: samples_per_batch, TimeUnit.TOKEN: tokens_per_batch}
-    if duration.unit not in per_batch:
-        raise ValueError(f'max_duration={duration} must be in ba, sp or tok to preview a schedule.')
-    return int(duration.value) // per_batch[duration.unit]
+__all__ = ['schedule_multipliers']
 
 
 def schedule_multipliers(

@@ -12,9 +12,12 @@ scheduler is built (pure argument checks) or when the Trainer compiles it (check
 from __future__ import annotations
 
 import logging
+import re
 from typing import Optional, Union
 
 from composer.core import State, Time, TimeUnit, Timestamp
+
+from foundry_ext.core.errors import fail
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,15 @@ __all__ = [
     'resolve_max_duration',
     'current_time',
     'timestamp_count',
+    'batches_in',
 ]
 
 TimeLike = Union[str, Time]
 
 # Units Composer can count during training without knowing tokens-per-batch in advance.
 _ABSOLUTE_UNITS = {TimeUnit.BATCH, TimeUnit.TOKEN, TimeUnit.SAMPLE, TimeUnit.EPOCH}
+
+_TIME_STRING = re.compile(r'^([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([a-z]+)$', re.IGNORECASE)
 
 _UNIT_HELP = 'e.g. 100ba (batches), 2000000tok (tokens) or 800sp (samples)'
 
@@ -178,3 +184,44 @@ def timestamp_count(timestamp: Timestamp, unit: TimeUnit) -> int:
 def current_time(state: State, unit: TimeUnit) -> int:
     """Returns the trainer's elapsed time in ``unit``: what every schedule is a pure function of."""
     return timestamp_count(state.timestamp, unit)
+
+
+def batches_in(duration: TimeLike, samples_per_batch: int, tokens_per_batch: int, key: str = 'max_duration') -> int:
+    """The number of batches Composer trains for ``duration`` (``ba``, ``sp`` or ``tok``).
+
+    Composer stops at the first batch whose timestamp reaches the duration, so a sample or token count that is not
+    a whole number of batches rounds up. Every sample is taken to hold ``tokens_per_batch / samples_per_batch``
+    tokens (packed pre-training data, as Foundry's text dataloader makes).
+
+    Args:
+        duration (str | Time): E.g. ``'1000ba'``, ``'2e9tok'`` or ``Time(800, 'sp')``.
+        samples_per_batch (int): Global batch size in samples.
+        tokens_per_batch (int): Global batch size in tokens.
+        key (str): The YAML key of ``duration``, for error messages.
+
+    Raises:
+        ConfigError: If ``duration`` is not a positive whole number of batches, samples or tokens (epochs depend on
+            the dataset size and ``dur`` on ``max_duration`` itself).
+    """
+    time = duration if isinstance(duration, Time) else _time_string(duration, key)
+    per_batch = {TimeUnit.BATCH: 1, TimeUnit.SAMPLE: samples_per_batch, TimeUnit.TOKEN: tokens_per_batch}
+    if time.unit not in per_batch:
+        fail(f"{key}={duration} is in '{time.unit.value}', which cannot be turned into a number of batches without "
+             f"training (epochs depend on the dataset size, dur on max_duration itself). Write it in 'ba' (batches), "
+             f"'tok' (tokens) or 'sp' (samples), e.g. 10000ba.")
+    if time.value <= 0:
+        fail(f'{key}={duration} must be > 0.')
+    return -(-int(time.value) // per_batch[time.unit])  # ceil
+
+
+def _time_string(value: object, key: str) -> Time:
+    """A time string as Composer's :class:`Time`, also in scientific notation (``'2e9tok'``), which Composer's
+    integer units refuse; anything else is a :class:`ConfigError`."""
+    match = _TIME_STRING.match(value.strip()) if isinstance(value, str) else None
+    if match is not None:
+        count = float(match.group(1))
+        try:
+            return Time.from_timestring(f'{int(count) if count.is_integer() else count}{match.group(2)}')
+        except (TypeError, ValueError):
+            pass
+    fail(f'{key}={value!r} is not a Composer time string; write e.g. 1000ba, 2e9tok or 20000sp.')
