@@ -1,17 +1,33 @@
 # The README's two commands: `make demo` (install + main job) and `make test` (the whole suite, as CI runs it).
+# `make install` installs the exact versions in requirements/lock.txt (the tested set); `make lock` re-resolves it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCK := requirements/lock.txt
+LOCK_VENV := .lock-venv
+# `make lock` keeps the locked version of every package that still fits setup.py and requirements/lock.in;
+# `make lock LOCK_ARGS=--upgrade` moves every package to its newest release (or --upgrade-package NAME for one).
+LOCK_ARGS ?=
 
-.PHONY: demo test install
+.PHONY: demo test install lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --upgrade -c $(LOCK) pip
+	$(BIN)/pip install -c $(LOCK) -e '.[dev]'
 	touch $@
+
+# One resolve for every platform and every Python that setup.py allows (uv's universal mode), with the
+# versions for CPython 3.11 on Linux x86-64 being the ones the suite runs with.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet -c $(LOCK) uv
+	$(LOCK_VENV)/bin/uv pip compile setup.py requirements/lock.in --extra dev --universal --python-version 3.10 \
+		--custom-compile-command 'make lock' --quiet $(LOCK_ARGS) -o $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(BIN)/composer scripts/train.py yamls/wsd.yaml
