@@ -8,6 +8,10 @@ LOCK_VENV := .lock-venv
 # `make lock` keeps the locked version of every package that still fits setup.py and requirements/lock.in;
 # `make lock LOCK_ARGS=--upgrade` moves every package to its newest release (or --upgrade-package NAME for one).
 LOCK_ARGS ?=
+# `make demo MLFLOW=1` also logs the demo to MLflow, in a SQLite database in this folder (README: "MLflow").
+MLFLOW ?=
+MLFLOW_LOGGER := loggers.mlflow.tracking_uri=sqlite:///mlflow.db loggers.mlflow.experiment_name=foundry-ext \
+	loggers.mlflow.log_system_metrics=false loggers.mlflow.log_duplicated_metric_every_n_steps=1
 
 .PHONY: demo test install lock
 
@@ -30,7 +34,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 demo: install
-	$(BIN)/composer scripts/train.py yamls/wsd.yaml
+	$(BIN)/composer scripts/train.py yamls/wsd.yaml $(if $(MLFLOW),$(MLFLOW_LOGGER))
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -73,3 +73,34 @@ def foundry_run(run_dir: Path, overrides: Sequence[str] = (), yaml_path: str = D
         return trainer, series
     steps, values = series[metrics]
     return trainer, dict(zip(steps.tolist(), values.tolist()))
+
+
+
+
+@pytest.fixture(scope='session')
+def mlflow_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A short demo run logged to ``metrics.jsonl`` and to a real MLflow SQLite store: (run folder, URI, run id).
+
+    It keeps its eval loader (evaluating once, at the end): Foundry 0.22 fails on the mlflow logger with
+    ``eval_loader: null`` (``log_dataset_uri`` asserts that the eval loader is a dict).
+    """
+    import mlflow
+    from llmfoundry.command_utils import train_from_yaml
+
+    root = tmp_path_factory.mktemp('mlflow_demo')
+    uri = f'sqlite:///{root}/mlflow.db'
+    previous_uri = os.environ.get('MLFLOW_TRACKING_URI')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # MLflow's SQLite store makes ./mlruns, its default artifact root, in the working folder
+        trainer = train_from_yaml(DEMO_YAML, [
+            f'variables.run_dir={root}/run', 'variables.run_name=mlflow-demo', 'max_duration=80ba',
+            'scheduler.t_warmup=10ba', 'scheduler.t_decay=20ba', 'save_folder=null', 'eval_interval=80ba',
+            'eval_subset_num_batches=1', 'console_log_interval=1000ba', 'python_log_level=null', SMALL_CORPUS,
+            f'loggers.mlflow.tracking_uri={uri}', 'loggers.mlflow.log_system_metrics=false',
+            'loggers.mlflow.log_duplicated_metric_every_n_steps=1'])
+        trainer.close()
+        # The logger's mlflow.set_tracking_uri also set MLFLOW_TRACKING_URI for the whole process.
+        mlflow.set_tracking_uri(previous_uri)
+        client = mlflow.MlflowClient(uri)
+        [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return root / 'run', uri, run.info.run_id

@@ -11,6 +11,7 @@ Methods:
 
 - ``pip``: the old ``make install``: ``pip install --upgrade pip``, ``pip install -e '.[dev]'`` (a fresh resolve);
 - ``pip-lock``: today's ``make install``: the same with ``-c requirements/lock.txt``;
+- ``pip-lock-nocompile``: the same with ``--no-compile`` (no bytecode compilation at install, as uv's default);
 - ``uv-lock``: ``pip install uv`` (locked version) into the venv, then ``uv pip install -c requirements/lock.txt
   -e '.[dev]'`` (uv's default: no bytecode compilation at install);
 - ``uv-lock-bytecode``: the same with ``--compile-bytecode``, which pip always does.
@@ -40,13 +41,15 @@ def _commands(method: str, venv: Path) -> list[list[str]]:
     lock = ['-c', LOCK]
     if method == 'pip':
         return [[pip, 'install', '--upgrade', 'pip'], [pip, 'install', '-e', '.[dev]']]
-    if method == 'pip-lock':
-        return [[pip, 'install', '--upgrade', *lock, 'pip'], [pip, 'install', *lock, '-e', '.[dev]']]
+    if method in ('pip-lock', 'pip-lock-nocompile'):
+        extra = ['--no-compile'] if method == 'pip-lock-nocompile' else []
+        return [[pip, 'install', '--upgrade', *lock, 'pip'], [pip, 'install', *lock, *extra, '-e', '.[dev]']]
     if method in ('uv-lock', 'uv-lock-bytecode'):
         extra = ['--compile-bytecode'] if method == 'uv-lock-bytecode' else []
         return [[pip, 'install', *lock, 'uv'],
                 [str(venv / 'bin' / 'uv'), 'pip', 'install', '--python', python, *lock, *extra, '-e', '.[dev]']]
-    raise SystemExit(f'unknown method {method!r}; choose from pip, pip-lock, uv-lock, uv-lock-bytecode')
+    raise SystemExit(f'unknown method {method!r}; choose from pip, pip-lock, pip-lock-nocompile, uv-lock, '
+                     'uv-lock-bytecode')
 
 
 def _time_install(method: str, work: Path, timeout: float) -> float:
@@ -71,7 +74,7 @@ def _time_install(method: str, work: Path, timeout: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--methods', default='pip-lock,uv-lock', help='comma-separated, the first is the baseline '
-                        '(pip, pip-lock, uv-lock, uv-lock-bytecode; default: pip-lock,uv-lock)')
+                        '(pip, pip-lock, pip-lock-nocompile, uv-lock, uv-lock-bytecode; default: pip-lock,uv-lock)')
     parser.add_argument('--work', default=None, help='scratch folder (default: a new temporary one, deleted after)')
     parser.add_argument('--timeout', type=float, default=1800, help='seconds per method (default: 1800)')
     args = parser.parse_args(argv)
@@ -83,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix=f'install-{method}-', dir=args.work))
         try:
             seconds[method] = _time_install(method, work, args.timeout)
+            print(f'{method:<18} {seconds[method]:7.1f} s', flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        print(f'{method:<18} {seconds[method]:7.1f} s', flush=True)
     base = methods[0]
     for method in methods[1:]:
         print(f'{method} is {seconds[base] / seconds[method]:.2f}x as fast as {base}')

@@ -4,6 +4,7 @@ import pytest
 from composer.callbacks import LRMonitor
 
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
+from foundry_ext.core.errors import ConfigError
 from foundry_ext.core.metrics_io import read_metric, read_metrics
 from tests.conftest import tiny_trainer
 

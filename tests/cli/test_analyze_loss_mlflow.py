@@ -1,0 +1,62 @@
+"""foundry-ext analyze-loss on an MLflow run: the same events as from metrics.jsonl, and one-line errors."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from foundry_ext.cli.main import app
+from foundry_ext.core.errors import ConfigError
+
+# A short run has fewer points than the default warmup (100): detect on a short warmup, with a low threshold,
+# so that the real curve yields events to compare.
+DETECTOR = ['-d', 'warmup_steps=10', '-d', 'z_threshold=1.5', '-d', 'min_height=0.002', '-d', 'recover_window=3',
+            '-d', 'recover_confirm=3']
+
+
+def _events(tmp_path, name, *run):
+    report = tmp_path / f'{name}.json'
+    result = CliRunner().invoke(app, ['analyze-loss', *map(str, run), '--report', str(report),
+                                      '-o', str(tmp_path / f'{name}.png'), *DETECTOR])
+    assert result.exit_code == 0, result.output
+    return json.loads(report.read_text()), result.output
+
+
+def test_runs_id_and_run_name_give_the_events_of_metrics_jsonl(mlflow_demo_run, tmp_path, monkeypatch):
+    run_dir, uri, run_id = mlflow_demo_run
+    from_file, _ = _events(tmp_path, 'file', run_dir / 'metrics.jsonl')
+    from_id, output = _events(tmp_path, 'id', f'runs:/{run_id}', '--tracking-uri', uri)
+    monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
+    from_name, _ = _events(tmp_path, 'name', 'mlflow-demo')
+    assert from_file['events'], 'the settings should find events on the real curve'
+    assert from_id['events'] == from_file['events'] == from_name['events']
+    assert from_id['points'] == from_file['points'] == 80
+    assert from_id['source'] == from_name['source'] == f'runs:/{run_id} (mlflow-demo)' and from_id['file'] is None
+    assert output.startswith(f'runs:/{run_id} (mlflow-demo): loss/train/total, 80 points')
+    # Without -o the plot and report go to the working folder, named after the run.
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ['analyze-loss', f'runs:/{run_id}']).exit_code == 0
+    assert (tmp_path / 'mlflow-demo.loss_train_total.events.png').is_file()
+
+
+def test_bad_mlflow_input_names_the_fix(mlflow_demo_run):
+    _, uri, run_id = mlflow_demo_run
+    for args, message in ((['runs:/0123abcd', '--tracking-uri', uri], "no run with id '0123abcd'"),
+                          ([f'runs:/{run_id}', '--tracking-uri', uri, '--key', 'loss'], "has no metric 'loss'; it has [")):
+        result = CliRunner().invoke(app, ['analyze-loss', *args])
+        assert isinstance(result.exception, ConfigError) and message in str(result.exception)
+
+
+def test_an_unreachable_server_is_one_line_in_seconds():
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(('127.0.0.1', 0))
+        dead = f'http://127.0.0.1:{s.getsockname()[1]}'
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, '-m', 'foundry_ext.cli.main', 'analyze-loss', 'runs:/0123abcd',
+                           '--tracking-uri', dead], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and f'tracking URI {dead}: cannot connect to an MLflow server' in done.stderr
+    assert 'Traceback' not in done.stderr and done.stderr.count('error: ') == 1, done.stderr
+    assert time.monotonic() - start < 60  # mostly importing Foundry; MLflow's own retries would take minutes
