@@ -2,7 +2,7 @@
 
 A run is named as MLflow users write it: ``runs:/<run_id>`` or the run's name (``run_name``; Composer's
 ``MLFlowLogger`` uses the Trainer's ``run_name``). The tracking store is the ``tracking_uri`` given, else
-``MLFLOW_TRACKING_URI``: a local database (``sqlite:///runs/mlflow.db``, relative to the working folder), a
+``MLFLOW_TRACKING_URI``: a local database (``sqlite:///mlflow.db``, relative to the working folder), a
 ``file:`` store, or a server (``http://host:5000``, ``databricks``). Every metric comes back as
 ``{key: (steps, values)}``, sorted by step, as :func:`foundry_ext.core.metrics_io.read_metrics` reads JSONL, so
 the LR series is found the same way (:func:`foundry_ext.core.metric_names.find_lr_key`).
@@ -13,10 +13,11 @@ Two differences from the ``jsonl`` logger's file, both from how runs are logged:
   latest is the one with the latest timestamp.
 - Composer's ``MLFlowLogger`` skips a value equal to the metric's previous one for up to
   ``log_duplicated_metric_every_n_steps`` steps (default 100), so a constant stretch (the stable phase of an LR
-  schedule) has one point per 100 steps. Set it to 1 (as ``yamls/wsd.yaml`` does) to keep every step.
+  schedule) has one point per 100 steps. Set it to 1 (as ``make demo MLFLOW=1`` does) to keep every step.
 
-Bad input raises :class:`~foundry_ext.core.errors.ConfigError`: an unknown run id or name, a store that does not
-exist, a server that does not answer within :data:`CONNECT_TIMEOUT_S` (MLflow's client would retry for minutes:
+A name shared by several runs reads the newest, with a warning that lists the others' ids. Bad input raises
+:class:`~foundry_ext.core.errors.ConfigError`: an unknown run id or name, a store that does not exist, a server
+that does not answer within :data:`CONNECT_TIMEOUT_S` (MLflow's client would retry for minutes:
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` defaults to 7 with exponential backoff).
 """
 
@@ -36,6 +37,7 @@ from foundry_ext.core.errors import fail
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
     from foundry_ext.core.metrics_io import Series
 
@@ -132,11 +134,11 @@ def _quoted(name: str) -> str:
          f'{RUNS_PREFIX}<run_id> instead.')
 
 
-def _by_name(client: MlflowClient, name: str, uri: str):
+def _by_name(client: MlflowClient, name: str, uri: str) -> Run:
     experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
     runs = list(client.search_runs(experiments, filter_string=f'attributes.run_name = {_quoted(name)}',
                                    max_results=100, order_by=['attributes.start_time DESC'])) if experiments else []
-    if len(runs) > 1:  # search_runs lists the newest first, as Composer's MLFlowLogger(resume=True) picks
+    if len(runs) > 1:  # the newest, as Composer's MLFlowLogger(resume=True) picks a run by name
         log.warning('%d MLflow runs in %s are named %r; reading the newest, %s%s. Give %s<run_id> for another: %s.',
                     len(runs), uri, name, RUNS_PREFIX, runs[0].info.run_id, RUNS_PREFIX,
                     ', '.join(r.info.run_id for r in runs[1:]))
@@ -153,7 +155,7 @@ def find_run(run: str, uri: str) -> MlflowRun:
     """Finds a run given as ``runs:/<run_id>`` or by its name in the store at ``uri``.
 
     Raises:
-        ConfigError: If the store cannot be opened or reached, or no run (or several, by name) matches.
+        ConfigError: If the store cannot be opened or reached, or no run matches.
     """
     from mlflow.exceptions import MlflowException
 
