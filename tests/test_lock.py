@@ -100,8 +100,10 @@ def test_the_suite_runs_in_the_locked_environment():
 
 def test_the_checks_fail_on_a_stale_lock(tmp_path):
     stale = tmp_path / 'lock.txt'
-    stale.write_text(LOCK.read_text().replace('\nsqlalchemy==2.0.', '\nsqlalchemy==2.1.').replace('\nnumpy==', '\nnumpyy=='))
+    text = LOCK.read_text().replace('\nsqlalchemy==2.0.', '\nsqlalchemy==2.1.')
+    stale.write_text(text.replace('\nnumpy==', '\nnumpyy=='))
     problems, mismatched = _walk(stale)
-    assert any(p.startswith('sqlalchemy<2.1 (required by setup.py) excludes the locked sqlalchemy==2.1.') for p in problems)
+    assert any(p.startswith('sqlalchemy<2.1 (required by setup.py) excludes the locked sqlalchemy==2.1.')
+               for p in problems)
     assert 'numpy (required by setup.py) is not in the lock' in problems
     assert any(m.startswith('sqlalchemy is 2.0.') for m in mismatched)

@@ -85,7 +85,8 @@ def analyze_loss(
     path: str = typer.Argument(..., help=RUN_HELP + ' JSONL: {"step": 12, "loss/train/total": 2.41, ...} per '
                                'line; CSV: a step column and one column per metric (W&B exports too).'),
     key: str = typer.Option(LOSS_KEY, '--key', '-k', help='Metric to analyse.'),
-    out: Optional[str] = typer.Option(None, '--out', '-o', help='PNG to write (default: next to the file; for an MLflow run, <run name>.<key>.events.png here).'),
+    out: Optional[str] = typer.Option(None, '--out', '-o', help='PNG to write (default: next to the file; for an '
+                                      'MLflow run, <run name>.<key>.events.png in the working folder).'),
     report: Optional[str] = typer.Option(None, '--report', help='JSON report (default: the PNG path, .json).'),
     detector: Optional[list[str]] = typer.Option(None, '--detector', '-d', help='Detector setting KEY=VALUE, '
                                                  'repeatable, e.g. -d z_threshold=5 (see docs/loss_spikes.md).'),

@@ -1,10 +1,10 @@
 """``foundry-ext analyze-loss``: the ``loss_spike_monitor`` detector run offline over an exported series.
 
 Input: a RUN (:func:`foundry_ext.core.metrics_io.resolve_run`): a JSONL or CSV metrics file (e.g. the ``jsonl``
-logger's ``metrics.jsonl``), a run folder, or an MLflow run (``runs:/<run_id>`` or its name). The series of one metric key goes through the same
-:class:`~foundry_ext.spikes.detector.SpikeDetector`, with the same per-stream defaults, as the callback uses
-online; at the last step, events still open are closed as ``truncated``. Output: a text report, a JSON report
-and a PNG of the series with its trend, spike threshold and the events shaded by kind.
+logger's ``metrics.jsonl``), a run folder, or an MLflow run (``runs:/<run_id>`` or its name). The series of one
+metric key goes through the same :class:`~foundry_ext.spikes.detector.SpikeDetector`, with the same per-stream
+defaults, as the callback uses online; at the last step, events still open are closed as ``truncated``. Output:
+a text report, a JSON report and a PNG of the series with its trend, spike threshold and the events shaded by kind.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Unio
     """Reads one metric of a run, runs the detector, and writes the PNG and the JSON report.
 
     Args:
-        path (str | Path): The RUN: a metrics file, a run folder, or an MLflow run (``runs:/<run_id>`` or its name).
+        path (str | Path): The RUN: a metrics file, a run folder, or an MLflow run (``runs:/<run_id>``, its name).
         key (str): Metric to analyse.
         out (str | Path, optional): PNG path. Default: ``<file stem>.<key>.events.png`` next to the file, or
             ``<MLflow run name>.<key>.events.png`` in the working folder.

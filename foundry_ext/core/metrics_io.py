@@ -28,7 +28,6 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.core.errors import fail
 from foundry_ext.core.metric_names import find_lr_key
 from foundry_ext.core.mlflow_source import RUNS_PREFIX, TRACKING_URI_ENV, MlflowRun, find_run, read_history
 from foundry_ext.core.mlflow_source import tracking_uri as resolve_tracking_uri
@@ -118,6 +117,7 @@ class RunSource:
         return metrics if keys is None else {key: metrics[key] for key in keys}
 
     def _check_keys(self, keys: Optional[Sequence[str]], available: Sequence[str]) -> None:
+        from foundry_ext.core.errors import fail  # imports Foundry: only here, so the CLI starts fast
         for key in keys or ():
             if key not in available:
                 fail(f'{self.label} has no metric {key!r}; it has {sorted(available)}. Pick one of those.')
@@ -134,6 +134,7 @@ def resolve_run(run: Union[str, Path], tracking_uri: Optional[str] = None) -> Ru
     Raises:
         ConfigError: If nothing matches, or the tracking store cannot be opened or reached.
     """
+    from foundry_ext.core.errors import fail  # imports Foundry: only here, so the CLI starts fast
     text = str(run)
     uri = resolve_tracking_uri(tracking_uri)
     if not text.startswith(RUNS_PREFIX):

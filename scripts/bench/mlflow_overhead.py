@@ -31,7 +31,8 @@ from foundry_ext.testing.benchmarking import paired_step_times
 
 REPO = Path(__file__).resolve().parents[2]
 # As `make demo MLFLOW=1` adds it (the Makefile's MLFLOW_LOGGER); tracking_uri is set per run below.
-MLFLOW_LOGGER = {'experiment_name': 'foundry-ext', 'log_system_metrics': False, 'log_duplicated_metric_every_n_steps': 1}
+MLFLOW_LOGGER = {'experiment_name': 'foundry-ext', 'log_system_metrics': False,
+                 'log_duplicated_metric_every_n_steps': 1}
 
 
 def _configs(demo_yaml: str, out: Path) -> tuple[str, str]:

@@ -4,7 +4,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 
 from typer.testing import CliRunner
 
@@ -44,19 +43,19 @@ def test_runs_id_and_run_name_give_the_events_of_metrics_jsonl(mlflow_demo_run, 
 
 def test_bad_mlflow_input_names_the_fix(mlflow_demo_run):
     _, uri, run_id = mlflow_demo_run
-    for args, message in ((['runs:/0123abcd', '--tracking-uri', uri], "no run with id '0123abcd'"),
-                          ([f'runs:/{run_id}', '--tracking-uri', uri, '--key', 'loss'], "has no metric 'loss'; it has [")):
+    for args, message in ((['runs:/0123abcd'], "no run with id '0123abcd'"),
+                          ([f'runs:/{run_id}', '--key', 'loss'], "has no metric 'loss'; it has [")):
+        args += ['--tracking-uri', uri]
         result = CliRunner().invoke(app, ['analyze-loss', *args])
         assert isinstance(result.exception, ConfigError) and message in str(result.exception)
 
 
-def test_an_unreachable_server_is_one_line_in_seconds():
+def test_an_unreachable_server_is_one_line():
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(('127.0.0.1', 0))
         dead = f'http://127.0.0.1:{s.getsockname()[1]}'
-    start = time.monotonic()
     done = subprocess.run([sys.executable, '-m', 'foundry_ext.cli.main', 'analyze-loss', 'runs:/0123abcd',
                            '--tracking-uri', dead], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and f'tracking URI {dead}: cannot connect to an MLflow server' in done.stderr
     assert 'Traceback' not in done.stderr and done.stderr.count('error: ') == 1, done.stderr
-    assert time.monotonic() - start < 60  # mostly importing Foundry; MLflow's own retries would take minutes
+    # How fast: tests/core/test_mlflow_source.py (in-process; a subprocess mostly times importing Foundry).
