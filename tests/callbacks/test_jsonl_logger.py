@@ -25,7 +25,7 @@ def test_later_rows_win_and_non_finite_values_survive(tmp_path):
         {'step': 1, 'loss': 2.0}, {'step': 2, 'loss': 'nan'}, {'step': 1, 'loss': 1.5, 'note': 'x'}]))
     steps, values = read_metrics(path)['loss']
     assert steps.tolist() == [1, 2] and values[0] == 1.5 and values[1] != values[1]
-    with pytest.raises(KeyError, match="no metric 'acc'.*'loss'"):
+    with pytest.raises(ConfigError, match="no metric 'acc'.*'loss'"):
         read_metric(path, 'acc')
 
 
