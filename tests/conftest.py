@@ -78,14 +78,18 @@ def foundry_run(run_dir: Path, overrides: Sequence[str] = (), yaml_path: str = D
 
 
 @pytest.fixture(scope='session')
-def mlflow_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    """A short demo run logged to ``metrics.jsonl`` and to a real MLflow SQLite store: (run folder, URI, run id).
+def mlflow_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str, str]:
+    """A short demo run logged to ``metrics.jsonl`` and to a real MLflow SQLite store.
+
+    Returns: the run folder, the store's URI, the MLflow run id, and the end-of-run summary of ``foundry-ext train``.
 
     It keeps its eval loader (evaluating once, at the end): Foundry 0.22 fails on the mlflow logger with
     ``eval_loader: null`` (``log_dataset_uri`` asserts that the eval loader is a dict).
     """
     import mlflow
     from llmfoundry.command_utils import train_from_yaml
+
+    from foundry_ext.commands.train import report_outputs
 
     root = tmp_path_factory.mktemp('mlflow_demo')
     uri = f'sqlite:///{root}/mlflow.db'
@@ -98,9 +102,10 @@ def mlflow_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
             'eval_subset_num_batches=1', 'console_log_interval=1000ba', 'python_log_level=null', SMALL_CORPUS,
             f'loggers.mlflow.tracking_uri={uri}', 'loggers.mlflow.log_system_metrics=false',
             'loggers.mlflow.log_duplicated_metric_every_n_steps=1'])
+        summary = report_outputs(trainer)
         trainer.close()
         # The logger's mlflow.set_tracking_uri also set MLFLOW_TRACKING_URI for the whole process.
         mlflow.set_tracking_uri(previous_uri)
         client = mlflow.MlflowClient(uri)
         [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    return root / 'run', uri, run.info.run_id
+    return root / 'run', uri, run.info.run_id, summary

@@ -25,7 +25,7 @@ def _events(tmp_path, name, *run):
 
 
 def test_runs_id_and_run_name_give_the_events_of_metrics_jsonl(mlflow_demo_run, tmp_path, monkeypatch):
-    run_dir, uri, run_id = mlflow_demo_run
+    run_dir, uri, run_id, _ = mlflow_demo_run
     from_file, _ = _events(tmp_path, 'file', run_dir / 'metrics.jsonl')
     from_id, output = _events(tmp_path, 'id', f'runs:/{run_id}', '--tracking-uri', uri)
     monkeypatch.setenv('MLFLOW_TRACKING_URI', uri)
@@ -42,7 +42,7 @@ def test_runs_id_and_run_name_give_the_events_of_metrics_jsonl(mlflow_demo_run, 
 
 
 def test_bad_mlflow_input_names_the_fix(mlflow_demo_run):
-    _, uri, run_id = mlflow_demo_run
+    _, uri, run_id, _ = mlflow_demo_run
     for args, message in ((['runs:/0123abcd'], "no run with id '0123abcd'"),
                           ([f'runs:/{run_id}', '--key', 'loss'], "has no metric 'loss'; it has [")):
         args += ['--tracking-uri', uri]

@@ -23,7 +23,7 @@ def _same(a, b):
 
 
 def test_an_mlflow_run_reads_back_as_its_metrics_jsonl(mlflow_demo_run, monkeypatch, tmp_path):
-    run_dir, uri, run_id = mlflow_demo_run
+    run_dir, uri, run_id, _ = mlflow_demo_run
     monkeypatch.chdir(tmp_path)
     jsonl = read_run(run_dir)
     assert len(jsonl[LOSS_KEY][0]) == 80 and find_lr_key(jsonl) == 'lr-DecoupledAdamW/group0'
@@ -41,8 +41,13 @@ def test_an_mlflow_run_reads_back_as_its_metrics_jsonl(mlflow_demo_run, monkeypa
     assert not (tmp_path / 'mlruns').exists()  # reading leaves no empty artifact folder behind
 
 
+def test_the_train_summary_names_the_mlflow_run(mlflow_demo_run):
+    _, uri, run_id, summary = mlflow_demo_run
+    assert f'MLflow: runs:/{run_id} ({NAME}) in {uri}; browse it with `mlflow ui --backend-store-uri {uri}`' in summary
+
+
 def test_unknown_run_id_and_missing_metric_name_the_fix(mlflow_demo_run):
-    _, uri, run_id = mlflow_demo_run
+    _, uri, run_id, _ = mlflow_demo_run
     with pytest.raises(ConfigError, match=r"runs:/0123abcd: no run with id '0123abcd' in sqlite:///.*Copy the id "
                        r'from the run page of `mlflow ui`'):
         read_run('runs:/0123abcd', uri)
@@ -79,7 +84,7 @@ def test_an_unreachable_server_fails_in_seconds():
 def test_a_name_shared_by_several_runs_reads_the_newest(mlflow_demo_run, tmp_path, caplog):
     from mlflow import MlflowClient
 
-    _, uri, run_id = mlflow_demo_run
+    _, uri, run_id, _ = mlflow_demo_run
     copy = tmp_path / 'mlflow.db'
     shutil.copy(uri[len('sqlite:///'):], copy)
     copy_uri = f'sqlite:///{copy}'
