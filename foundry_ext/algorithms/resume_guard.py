@@ -66,6 +66,9 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from foundry_ext.algorithms.optimizer_stats import QUANTILES, GroupSummary, local_sums, reduce_sums, summarize
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.composer_private import lambda_lrs_at
+from foundry_ext.core.errors import ConfigError, choice, flag, positive, whole
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -156,34 +159,23 @@ class ResumeGuard(Algorithm):
         monitor_interval: int = 100,
         check_in_run: bool = True,
     ) -> None:
-        if on_mismatch not in ON_MISMATCH:
-            raise ValueError(f'{_KEY}.on_mismatch={on_mismatch!r} is not one of {", ".join(ON_MISMATCH)}. Use warn '
-                             f'to be told, rewarm to ramp the LR up smoothly, or error to stop before the first step.')
-        if isinstance(max_lr_ratio, bool) or not isinstance(max_lr_ratio, (int, float)) or not max_lr_ratio > 1:
-            raise ValueError(f'{_KEY}.max_lr_ratio={max_lr_ratio!r} must be a number > 1: the factor by which the '
-                             f'LR may rise before the guard acts, e.g. 1.5.')
-        if rewarm_steps is not None and (isinstance(rewarm_steps, bool) or not isinstance(rewarm_steps, int) or
-                                         rewarm_steps < 1):
-            raise ValueError(f'{_KEY}.rewarm_steps={rewarm_steps!r} must be a whole number of batches >= 1, or null '
-                             f'for the default {REWARM_TIMESCALES}/(1 - beta2).')
-        if isinstance(monitor_interval, bool) or not isinstance(monitor_interval, int) or monitor_interval < 0:
-            raise ValueError(f'{_KEY}.monitor_interval={monitor_interval!r} must be a whole number of batches >= 0 '
-                             f'(0 turns the monitoring off).')
-        for key, value in (('apply_yaml_lr', apply_yaml_lr), ('check_in_run', check_in_run)):
-            if not isinstance(value, bool):
-                raise ValueError(f'{_KEY}.{key}={value!r} must be true or false.')
-        self.on_mismatch = on_mismatch
-        self.max_lr_ratio = float(max_lr_ratio)
-        self.rewarm_steps = rewarm_steps
-        self.apply_yaml_lr = apply_yaml_lr
-        self.monitor_interval = monitor_interval
-        self.check_in_run = check_in_run
+        self.on_mismatch = choice(on_mismatch, f'{_KEY}.on_mismatch', ON_MISMATCH, 'warn to be told, rewarm to ramp '
+                                  'the LR up smoothly, or error to stop before the first step')
+        self.max_lr_ratio = positive(max_lr_ratio, f'{_KEY}.max_lr_ratio', 'the factor by which the LR may rise '
+                                     'before the guard acts, e.g. 1.5', above=1.0)
+        self.rewarm_steps = None if rewarm_steps is None else whole(
+            rewarm_steps, f'{_KEY}.rewarm_steps', 1,
+            f'a number of batches, or null for the default {REWARM_TIMESCALES}/(1 - beta2)')
+        self.apply_yaml_lr = flag(apply_yaml_lr, f'{_KEY}.apply_yaml_lr')
+        self.monitor_interval = whole(monitor_interval, f'{_KEY}.monitor_interval', 0,
+                                      'a number of batches (0 turns the monitoring off)')
+        self.check_in_run = flag(check_in_run, f'{_KEY}.check_in_run')
 
         self._state: Optional[State] = None
         self._steps = 0  # the resolved rewarm length / lookahead
         self._configured: list[dict[str, Any]] = []  # the optimizer's hyper-parameters before any load
         self._record: Optional[dict[str, Any]] = None  # loaded from a checkpoint, consumed at fit_start
-        self._fit_started = False
+        self._lifecycle = RunLifecycle()
         self._ramp: Optional[_Ramp] = None
         self._armed = False
         self._quiet_until = 0
@@ -200,11 +192,13 @@ class ResumeGuard(Algorithm):
                 f'monitor_interval={self.monitor_interval}, check_in_run={self.check_in_run})')
 
     def match(self, event: Event, state: State) -> bool:
-        return event in (Event.INIT, Event.FIT_START, Event.BATCH_START, Event.BATCH_END)
+        return event in (Event.INIT, Event.AFTER_LOAD, Event.FIT_START, Event.BATCH_START, Event.BATCH_END)
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.INIT:
             self._init(state)
+        elif event == Event.AFTER_LOAD:
+            self._lifecycle.after_load(state)
         elif event == Event.FIT_START:
             self._fit_start(state, logger)
         elif event == Event.BATCH_START:
@@ -216,12 +210,12 @@ class ResumeGuard(Algorithm):
 
     def _init(self, state: State) -> None:
         if len(state.optimizers) != 1:
-            raise ValueError(f'{_KEY}: needs exactly one optimizer; the trainer has {len(state.optimizers)}.')
+            raise ConfigError(f'{_KEY}: needs exactly one optimizer; the trainer has {len(state.optimizers)}.')
         optimizer = state.optimizers[0]
         if any('betas' not in g or 'eps' not in g for g in optimizer.param_groups):
-            raise ValueError(f'{_KEY}: watches Adam-family optimizers (betas, eps and exp_avg_sq, e.g. '
-                             f'decoupled_adamw); {type(optimizer).__name__} has no betas/eps. Remove resume_guard '
-                             f'from algorithms or use an Adam-family optimizer.')
+            raise ConfigError(f'{_KEY}: watches Adam-family optimizers (betas, eps and exp_avg_sq, e.g. '
+                              f'decoupled_adamw); {type(optimizer).__name__} has no betas/eps. Remove resume_guard '
+                              f'from algorithms or use an Adam-family optimizer.')
         self._state = state
         # The LR the YAML asked for, before any checkpoint loads: decoupled_adamw and the LambdaLR keep it
         # in initial_lr (the scheduler does not exist yet at init).
@@ -240,17 +234,19 @@ class ResumeGuard(Algorithm):
         return self.rewarm_steps or math.ceil(REWARM_TIMESCALES / (1 - beta2))
 
     def _fit_start(self, state: State, logger: Logger) -> None:
-        # Checkpoints load in Trainer.__init__, so only the first fit() can follow a resume; a later fit() on the
-        # same trainer starts over (reset_time) or continues training, maybe with a new schedule.
-        first, self._fit_started = not self._fit_started, True
-        batch = int(state.timestamp.batch)
-        if not first:
+        # Only the first fit() can follow a resume; a later fit() on the same trainer starts over (reset_time) or
+        # continues training, maybe with a new schedule.
+        start = self._lifecycle.fit_start(state)
+        batch = start.batch
+        if not self._steps:
+            # A checkpoint restores its own betas over the YAML's, and with them Adam's timescale.
+            self._steps = self._lookahead(state)
+            log.info(f'resume_guard: rewarm and look-ahead: {self._steps} batches'
+                     f'{"" if self.rewarm_steps else f" ({REWARM_TIMESCALES}/(1 - beta2))"}.')
+        if start.phase in (FitPhase.CONTINUED, FitPhase.RESTARTED):
+            self._record = None  # a record restored before fit(reset_time=True) belongs to the earlier run
             self._later_fit(state, logger, batch)
             return
-        # A checkpoint restores its own betas over the YAML's, and with them Adam's timescale.
-        self._steps = self._lookahead(state)
-        log.info(f'resume_guard: rewarm and look-ahead: {self._steps} batches'
-                 f'{"" if self.rewarm_steps else f" ({REWARM_TIMESCALES}/(1 - beta2))"}.')
         groups = len(self._groups(state))
         if self._record is not None and len(self._record['lr_next']) != groups:
             log.warning(f'resume_guard: the checkpoint\'s record has {len(self._record["lr_next"])} parameter '
@@ -508,24 +504,9 @@ class ResumeGuard(Algorithm):
                     for i, (lr, s) in enumerate(zip(current, scheduled))]
         if len(state.schedulers) != 1 or not isinstance(state.schedulers[0], LambdaLR):
             return [[lr] for lr in current]
-        scheduled = self._lambda_lrs(state, self._future_timestamps(state, steps - 1), 1)
+        scheduled = lambda_lrs_at(state, self._future_timestamps(state, steps - 1), 1)
         return [[lr] + [self._planned(i, s, batch + j) for j, s in enumerate(lrs, start=1)]
                 for i, (lr, lrs) in enumerate(zip(current, scheduled))]
-
-    @staticmethod
-    def _lambda_lrs(state: State, timestamps: list, offset: int) -> list[list[float]]:
-        """Per group, the single ``LambdaLR``'s LRs at ``timestamps``, as stepped ``offset``, ``offset + 1``, ..."""
-        scheduler = state.schedulers[0]
-        lrs: list[list[float]] = [[] for _ in scheduler.base_lrs]
-        saved = state.timestamp
-        try:
-            for j, timestamp in enumerate(timestamps, start=offset):
-                state.timestamp = timestamp  # the compiled lambda reads the State, not its argument
-                for i, (base, fn) in enumerate(zip(scheduler.base_lrs, scheduler.lr_lambdas)):
-                    lrs[i].append(base * fn(scheduler.last_epoch + j))
-        finally:
-            state.timestamp = saved
-        return lrs
 
     def _continues_restored_lr(self, state: State, restored_lr: list[float]) -> bool:
         """Whether the resumed schedule, at the batch before the resume, gives the LR the checkpoint restored.
@@ -543,7 +524,7 @@ class ResumeGuard(Algorithm):
             batch_in_epoch=max(0, int(timestamp.batch_in_epoch) - 1),
             sample_in_epoch=max(0, int(timestamp.sample_in_epoch) - samples),
             token_in_epoch=max(0, int(timestamp.token_in_epoch) - tokens))
-        lrs = self._lambda_lrs(state, [before], 0)
+        lrs = lambda_lrs_at(state, [before], 0)
         return all(_same(lr[0], restored) for lr, restored in zip(lrs, restored_lr))
 
     def _planned(self, group: int, scheduled: float, batch: int) -> float:
@@ -634,6 +615,7 @@ class ResumeGuard(Algorithm):
         self._unscaled = state['unscaled']
         steps = state['scheduler_steps']  # a tuple, compared with _scheduler_positions; JSON made it a list
         self._scheduler_steps = None if steps is None else tuple(steps)
+        self._lifecycle.restored()
 
 
 def _fmt(value: float) -> str:

@@ -53,6 +53,7 @@ from composer.utils import dist
 
 from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metrics_io import LOSS_KEY
 from foundry_ext.schedulers.compiled import compiled_schedule_of, peak_multiplier
 
@@ -129,6 +130,7 @@ class CollapseMonitor(Callback):
                         'of the smoothed loss, so z is mis-scaled.', WHERE, self.smoothing, self.ref.smoothing)
         self.total_steps: Optional[int] = None
         self._peak = 1.0  # the largest LR multiplier of the run's schedule, read at fit_start
+        self._lifecycle = RunLifecycle()
         self._start_history()
 
     def _start_history(self) -> None:
@@ -156,9 +158,10 @@ class CollapseMonitor(Callback):
         compiled = compiled_schedule_of(state)
         self._peak = peak_multiplier(compiled.scheduler if compiled is not None else None)
         self._check_evaluations_fit(self.total_steps)
-        if state.timestamp.batch.value == 0 and (self._steps or self._window):
-            self._start_history()  # fit(reset_time=True): a new run, whose curve starts over
-        if state.timestamp.batch.value > 0 and not self._window:
+        start = self._lifecycle.fit_start(state)
+        if start.from_zero:
+            self._start_history()  # a new run (or fit(reset_time=True)), whose curve starts over
+        elif not self._window:
             self._warn_once('history', 'starting at batch %d with no history (the checkpoint has no %s state): '
                             'the early-align window may be incomplete.', state.timestamp.batch.value, WHERE)
 
@@ -322,6 +325,11 @@ class CollapseMonitor(Callback):
         self._streak = int(state['streak'])
         self._alerts = list(state['alerts'])
         self._warned = set(state['warned'])
+        self._lifecycle.restored()
+
+    def after_load(self, state: State, logger: Logger) -> None:
+        del logger
+        self._lifecycle.after_load(state)
 
     @property
     def alerts(self) -> list[int]:

@@ -26,6 +26,9 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist, format_name_with_dist, parse_uri
 
+from foundry_ext.core.errors import ConfigError, whole
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
+
 log = logging.getLogger(__name__)
 
 __all__ = ['JSONLLogger']
@@ -54,18 +57,17 @@ class JSONLLogger(LoggerDestination):
     """
 
     def __init__(self, path: str = 'runs/{run_name}/metrics.jsonl', flush_interval: int = 50) -> None:
-        if flush_interval < 1:
-            raise ValueError(f'loggers.jsonl.flush_interval={flush_interval!r} must be >= 1.')
+        whole(flush_interval, 'loggers.jsonl.flush_interval', 1)
         if parse_uri(path)[0]:
-            raise ValueError(f'loggers.jsonl.path={path!r} is remote; the logger writes a local file. Set a local '
-                             f'path (and copy it to object storage after the run).')
+            raise ConfigError(f'loggers.jsonl.path={path!r} is remote; the logger writes a local file. Set a local '
+                              f'path (and copy it to object storage after the run).')
         self.path_template = path
         self.flush_interval = flush_interval
         self.path: Optional[str] = None
         self._file = None
         self._unflushed = 0
         self._earlier_bytes = 0  # what the file held before this logger opened it
-        self._started = False
+        self._lifecycle = RunLifecycle()
 
     def init(self, state: State, logger: Logger) -> None:
         del logger
@@ -76,15 +78,19 @@ class JSONLLogger(LoggerDestination):
             self._earlier_bytes = self._file.tell()
             log.info(f'Writing metrics to {self.path}')
 
+    def after_load(self, state: State, logger: Logger) -> None:
+        del logger
+        self._lifecycle.after_load(state)
+
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
-        first, self._started = not self._started, True
-        if self._file is None or int(state.timestamp.batch) > 0:
+        start = self._lifecycle.fit_start(state)
+        if self._file is None or not start.from_zero:
             return  # a resume, or a later fit that continues the run, appends
         # A new run from batch 0: an earlier run's lines would outlive ours at every step this run does not reach.
-        # That is what the file held before this logger opened it or, at a later fit(reset_time=True), all of it.
+        # That is what the file held before this logger opened it or, at fit(reset_time=True), all of it.
         self._file.flush()
-        earlier = self._earlier_bytes if first else self._file.tell()
+        earlier = self._file.tell() if start.phase is FitPhase.RESTARTED else self._earlier_bytes
         if earlier == 0:
             return
         with open(self.path, 'r+', encoding='utf-8') as f:

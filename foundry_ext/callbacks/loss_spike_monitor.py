@@ -41,8 +41,9 @@ from composer.loggers import Logger
 from composer.utils import dist, format_name_with_dist
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.composer_private import checkpoints_saved_before, exempt_from_rotation, local_save_folder
+from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metrics_io import LOSS_KEY
-from foundry_ext.core.save_folder import local_save_folder
 from foundry_ext.spikes.config import check_detector_kwargs, event_record, is_eval_stream, stream_detector_kwargs
 from foundry_ext.spikes.detector import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
 
@@ -106,6 +107,7 @@ class LossSpikeMonitor(Callback):
         self._file = None
         self._warned_no_file = False
         self._loss_dict_at_batch_start: Optional[dict] = None
+        self._lifecycle = RunLifecycle()
 
     # Configuration.
 
@@ -142,12 +144,17 @@ class LossSpikeMonitor(Callback):
                 continue
             self._detector(stream).load_state_dict(detector_state)
         self.events = [dict(e) for e in state['events']]
+        self._lifecycle.restored()
 
     # Events.
 
+    def after_load(self, state: State, logger: Logger) -> None:
+        self._lifecycle.after_load(state)
+
     def fit_start(self, state: State, logger: Logger) -> None:
-        if int(state.timestamp.batch) == 0 and any((d.last_step or 0) > 0 for d in self.detectors.values()):
-            # fit(reset_time=True): a new run from these weights; the earlier run's steps and trend do not apply.
+        if self._lifecycle.fit_start(state).from_zero and self.detectors:
+            # A new run from batch 0 (fit(reset_time=True), or a load that reset the timestamp): the earlier run's
+            # steps and trend do not apply.
             log.info('%s: training restarts at batch 0; the detectors start over.', WHERE)
             self.detectors, self.events = {}, []
         if self.events_path is None:
@@ -337,21 +344,12 @@ def _checkpoint_before(state: State, onset_step: int, keep: bool = False) -> str
     With ``keep``, it is taken out of ``save_num_checkpoints_to_keep``'s rotation: the checkpoint Composer saves
     when the run stops would otherwise delete the very one the user is told to roll back to.
     """
-    savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
-    if not savers:
+    if not any(isinstance(cb, CheckpointSaver) for cb in state.callbacks):
         return 'none (the run saves no checkpoints: set save_folder)'
-    # CheckpointSaver keeps every checkpoint it saved, with its timestamp, in its own checkpointed state.
-    saved = sorted(((int(ts.batch), name, saver) for saver in savers
-                    for name, ts in saver.all_saved_checkpoints_to_timestamp.items() if int(ts.batch) < onset_step),
-                   key=lambda entry: entry[:2])
+    saved = checkpoints_saved_before(state, onset_step)
     if not saved:
         return f'none (no checkpoint was saved before batch {onset_step})'
-    batch, name, saver = saved[-1]
-    kept = ''
-    if keep and name in saver.saved_checkpoints:  # only this session's checkpoints are rotated
-        saver.saved_checkpoints.remove(name)
-        kept = ', kept out of save_num_checkpoints_to_keep' if saver.num_checkpoints_to_keep >= 0 else ''
-    if name.endswith('.distcp'):  # a sharded checkpoint is its folder of shards: what load_path takes
-        name = os.path.dirname(name)
-    gone = '' if os.path.exists(name) else ', since deleted or not local'
-    return f'{name} (batch {batch}{gone}{kept})'
+    newest = saved[-1]
+    kept = ', kept out of save_num_checkpoints_to_keep' if keep and exempt_from_rotation(newest) else ''
+    gone = '' if os.path.exists(newest.path) else ', since deleted or not local'
+    return f'{newest.path} (batch {newest.batch}{gone}{kept})'

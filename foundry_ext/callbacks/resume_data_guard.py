@@ -38,6 +38,8 @@ from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.errors import ConfigError, choice, fraction, whole
+from foundry_ext.core.lifecycle import RunLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -160,27 +162,18 @@ class ResumeDataGuard(Callback):
 
     def __init__(self, on_violation: str = 'error', check_batches: int = 8, history: int = 1024,
                  max_repeated_fraction: float = 0.5, batch_key: Union[str, int, None] = None) -> None:
-        if on_violation not in ('warn', 'error'):
-            raise ValueError(f'{_KEY}.on_violation={on_violation!r} is not one of warn, error.')
-        for key, value in (('check_batches', check_batches), ('history', history)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'{_KEY}.{key}={value!r} must be an integer >= 1 (a number of batches).')
-        if isinstance(max_repeated_fraction, bool) or not isinstance(max_repeated_fraction, (int, float)) or \
-                not 0 <= max_repeated_fraction < 1:
-            raise ValueError(f'{_KEY}.max_repeated_fraction={max_repeated_fraction!r} must be a number in [0, 1): '
-                             f'a replay repeats all (1.0) of the checked samples.')
+        self.on_violation = choice(on_violation, f'{_KEY}.on_violation', ('warn', 'error'))
+        self.check_batches = whole(check_batches, f'{_KEY}.check_batches', 1, 'a number of batches')
+        self.history = whole(history, f'{_KEY}.history', 1, 'a number of batches')
+        self.max_repeated_fraction = fraction(max_repeated_fraction, f'{_KEY}.max_repeated_fraction',
+                                              'a replay repeats all (1.0) of the checked samples', high_open=True)
         if batch_key is not None and (isinstance(batch_key, bool) or not isinstance(batch_key, (str, int))):
-            raise ValueError(f'{_KEY}.batch_key={batch_key!r} must be a mapping key (str), a sequence index (int) '
-                             f'or null (input_ids, else the first tensor of the batch).')
-        self.on_violation = on_violation
-        self.check_batches = check_batches
-        self.history = history
-        self.max_repeated_fraction = float(max_repeated_fraction)
+            raise ConfigError(f'{_KEY}.batch_key={batch_key!r} must be a mapping key (str), a sequence index (int) '
+                              f'or null (input_ids, else the first tensor of the batch).')
         self.batch_key = batch_key
         self._clear_record()
+        self._lifecycle = RunLifecycle()
         # Per fit.
-        self._loaded = False
-        self._loaded_batch = 0  # the timestamp right after the load: fit(reset_time=True) then sets it back to 0
         self._first_batch = False
         self._stream_position: Optional[tuple[int, int]] = None  # (epoch, sample) the StreamingDataset started at
         self._check: Optional[_Check] = None
@@ -208,31 +201,28 @@ class ResumeDataGuard(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = unpack_state(state)
         if state.get('version') != _STATE_VERSION:
-            raise ValueError(f'resume_data_guard state version {state.get("version")!r} is not {_STATE_VERSION}: the '
-                             f'checkpoint was written by another foundry-ext version. To resume without the guard\'s '
-                             f'record, set load_ignore_keys: [state/callbacks/ResumeDataGuard].')
+            raise ConfigError(f'resume_data_guard state version {state.get("version")!r} is not {_STATE_VERSION}: the '
+                              f'checkpoint was written by another foundry-ext version. To resume without the guard\'s '
+                              f'record, set load_ignore_keys: [state/callbacks/ResumeDataGuard].')
         self._position = tuple(state['position']) if state['position'] is not None else None
         self._batch_size = state['batch_size']
         self._head = [np.asarray(batch, dtype=np.int64) for batch in state['head']]
         self._recent = deque((np.asarray(batch, dtype=np.int64) for batch in state['recent']), maxlen=self.history)
         self._order = state['streaming_order']
-        self._loaded = True
+        self._lifecycle.restored()
 
     def after_load(self, state: State, logger: Logger) -> None:
         del logger
-        self._loaded_batch = int(state.timestamp.batch)
+        self._lifecycle.after_load(state)
 
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
         self._pending, self._capacity, self._first_batch, self._check = None, None, True, None
         ts = state.timestamp
-        if int(ts.batch) == 0 and not (self._loaded and self._loaded_batch == 0):
-            # fit(reset_time=True), after a load or an earlier fit, starts a new run: nothing to continue. (A load
-            # whose timestamp came back as 0, e.g. load_ignore_keys: [state/timestamp], is checked below.)
-            self._loaded = False
+        if not self._lifecycle.fit_start(state).continues:
+            # A new run, or fit(reset_time=True) after a load or an earlier fit: nothing to continue. (A load whose
+            # timestamp came back as 0, e.g. load_ignore_keys: [state/timestamp], resumes and is checked below.)
             self._clear_record()
-        resumed, self._loaded = self._loaded or int(ts.batch) > 0, False  # a resume, or a fit() continuing one
-        if not resumed:
             return
         findings = []
         now = (int(ts.epoch), int(ts.batch_in_epoch), int(ts.sample_in_epoch))
@@ -296,8 +286,8 @@ class ResumeDataGuard(Callback):
             except (KeyError, IndexError, TypeError):
                 tensor = None
             if not isinstance(tensor, torch.Tensor):
-                raise ValueError(f'{_KEY}.batch_key={self.batch_key!r}: the batch ({type(batch).__name__}) has no '
-                                 f'tensor there. Set batch_key to a key or index of a tensor in the batch.')
+                raise ConfigError(f'{_KEY}.batch_key={self.batch_key!r}: the batch ({type(batch).__name__}) has no '
+                                  f'tensor there. Set batch_key to a key or index of a tensor in the batch.')
             return tensor
         if isinstance(batch, Mapping) and isinstance(batch.get('input_ids'), torch.Tensor):
             return batch['input_ids']
@@ -305,8 +295,8 @@ class ResumeDataGuard(Callback):
         for value in values:
             if isinstance(value, torch.Tensor):
                 return value
-        raise ValueError(f'{_KEY}.batch_key is unset and the batch ({type(batch).__name__}) has no input_ids and no '
-                         f'tensor at the top level: set batch_key to the key or index of the tensor to fingerprint.')
+        raise ConfigError(f'{_KEY}.batch_key is unset and the batch ({type(batch).__name__}) has no input_ids and no '
+                          f'tensor at the top level: set batch_key to the key or index of the tensor to fingerprint.')
 
     def _gather(self, fingerprints: torch.Tensor, state: State) -> torch.Tensor:
         """All ranks' fingerprints as one ``(world, 1 + capacity)`` tensor: a row count, then the padded rows."""

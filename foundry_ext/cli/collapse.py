@@ -14,15 +14,15 @@ from typing import Iterator, Optional
 
 import typer
 
-from foundry_ext.cli.errors import USER_ERRORS, error_message
+from foundry_ext.cli.errors import App
 from foundry_ext.core.metrics_io import LOSS_KEY
 
 log = logging.getLogger(__name__)
 
 __all__ = ['app']
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help='Loss-curve collapse ([SwC] arXiv:2509.25087): tau calculator, reference fit, prediction.')
+app = App(add_completion=False, no_args_is_help=True,
+          help='Loss-curve collapse ([SwC] arXiv:2509.25087): tau calculator, reference fit, prediction.')
 
 _RUN_HELP = 'Run: a metrics JSONL/CSV file or a folder with metrics.jsonl (and optionally config.yaml).'
 # Two runs' schedules more than this apart (in LR multiplier) cannot share a reference.
@@ -32,11 +32,7 @@ _SCHEDULE_TOLERANCE = 0.02
 @contextlib.contextmanager
 def _errors_as_messages() -> Iterator[None]:
     """Shows bad input (a missing file, a wrong unit, an unfinished run) as one line instead of a traceback."""
-    try:
-        yield
-    except USER_ERRORS as err:
-        typer.echo(f'error: {error_message(err)}', err=True)
-        raise typer.Exit(1) from err
+    yield  # App's commands already do; kept until this module's logic moves to foundry_ext.commands
 
 
 def _warn(message: str) -> None:

@@ -7,17 +7,17 @@ from typing import Optional
 
 import typer
 
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.cli.errors import App
+from foundry_ext.core.metric_names import LOSS_KEY
 
 log = logging.getLogger(__name__)
 
 __all__ = ['app', 'main']
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help='foundry-ext: WSD schedules, resume guards and loss-curve analysis for LLM-Foundry.')
+app = App(add_completion=False, no_args_is_help=True,
+          help='foundry-ext: WSD schedules, resume guards and loss-curve analysis for LLM-Foundry.')
 # Sub-apps import only typer and metric names here; their commands import what they need.
 from foundry_ext.cli.collapse import app as collapse_app  # noqa: E402
-from foundry_ext.cli.errors import USER_ERRORS, error_message  # noqa: E402
 
 app.add_typer(collapse_app, name='collapse')
 
@@ -110,12 +110,9 @@ def prepare_data(
 
 
 def main() -> None:
-    """The console script: bad input (a YAML value, a file, a metric) prints its message, not a traceback."""
-    try:
-        app()
-    except USER_ERRORS as err:
-        typer.secho(f'error: {error_message(err)}', fg='red', err=True)
-        raise SystemExit(2) from err
+    """The console script. Bad input (a YAML value, a file, a metric) prints one line and exits with code 2; a bug
+    keeps its traceback (see :mod:`foundry_ext.cli.errors`)."""
+    app()
 
 
 if __name__ == '__main__':

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from composer import Trainer
-from composer.utils import dist, format_name_with_dist
+from composer.utils import dist
 
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
 from foundry_ext.commands.branch import find_checkpoints
+from foundry_ext.core.composer_private import checkpoint_saver, local_save_folder, remote_save_folder
 from foundry_ext.core.metrics_io import LOSS_KEY, lr_series, read_metrics
 from foundry_ext.core.plots import plot_lr_and_loss
 
@@ -33,13 +34,13 @@ def train(yaml_path: str, overrides: Optional[Sequence[str]] = None) -> Trainer:
 def report_outputs(trainer: Trainer) -> str:
     """Writes an LR/loss plot next to the JSONL metrics, and returns a summary of where everything is."""
     lines = [f'foundry-ext: run {trainer.state.run_name!r} finished at {trainer.state.timestamp.batch}.']
-    saver = trainer._checkpoint_saver  # Composer keeps the CheckpointSaver it built from save_folder here
-    if saver is not None and saver.remote_uploader is not None:
+    saver = checkpoint_saver(trainer)
+    remote = None if saver is None else remote_save_folder(saver, trainer.state.run_name)
+    if remote is not None:
         # Composer saves into a temporary local folder and uploads: the remote folder is where they are.
-        remote = format_name_with_dist(saver.remote_uploader.remote_folder, trainer.state.run_name)
         lines.append(f'  checkpoints: uploaded to {remote}')
     elif saver is not None:
-        folder = format_name_with_dist(saver.folder, trainer.state.run_name)
+        folder = local_save_folder(trainer.state)
         try:
             found = find_checkpoints(folder)
         except ValueError:  # no folder, or no checkpoint in it

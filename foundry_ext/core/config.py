@@ -8,6 +8,8 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig
 from omegaconf import OmegaConf as om
 
+from foundry_ext.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ['load_train_config']
@@ -18,10 +20,10 @@ def load_train_config(yaml_path: str, overrides: Optional[Sequence[str]] = None)
     with open(yaml_path) as f:
         cfg = om.load(f)
     if not isinstance(cfg, DictConfig):
-        raise ValueError(f'{yaml_path} must hold a mapping at the top level.')
+        raise ConfigError(f'{yaml_path} must hold a mapping at the top level.')
     for override in overrides or ():
         if '=' not in override:  # OmegaConf would read '0.2' as the nested key {'0': {'2': None}}
-            raise ValueError(f'{override!r} is not an override: write key=value, e.g. max_duration=1000ba.')
+            raise ConfigError(f'{override!r} is not an override: write key=value, e.g. max_duration=1000ba.')
         key = override.split('=', 1)[0].lstrip('+~').split('.', 1)[0]
         if key not in cfg:
             log.warning(f'The override {override!r} adds the top-level key {key!r}, which {yaml_path} does not '

@@ -16,6 +16,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from foundry_ext.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ['LOSS_KEY', 'Series', 'lr_series', 'read_metrics', 'read_metric']
@@ -57,7 +59,7 @@ def read_metric(path: Union[str, Path], key: str) -> Series:
     """Reads one metric, raising a ``KeyError`` that lists the available keys if it is absent."""
     metrics = read_metrics(path)
     if key not in metrics:
-        raise KeyError(f'{path} has no metric {key!r}; it has {sorted(metrics)}.')
+        raise ConfigError(f'{path} has no metric {key!r}; it has {sorted(metrics)}.')
     return metrics[key]
 
 

@@ -8,13 +8,14 @@ recover it from that closure, with the ``scale_schedule_ratio`` it is called wit
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import NamedTuple, Optional
 
 from composer.core import State
 from composer.optim import ComposerScheduler, ConstantWithWarmupScheduler, LinearWithWarmupScheduler
 from torch.optim.lr_scheduler import LambdaLR
+
+from foundry_ext.core.composer_private import composer_scheduler_of
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,9 @@ def compiled_schedule_of(state: State) -> Optional[CompiledSchedule]:
     for compiled in state.schedulers:
         if not isinstance(compiled, LambdaLR):
             continue
-        for fn in compiled.lr_lambdas:
-            # The closure variables' names in compile_composer_scheduler (Composer 0.32).
-            nonlocals = inspect.getclosurevars(fn).nonlocals
-            scheduler = nonlocals.get('scheduler')
-            if isinstance(scheduler, ComposerScheduler):
-                return CompiledSchedule(scheduler, float(nonlocals.get('ssr', 1.0)))
+        found = composer_scheduler_of(compiled)
+        if found is not None:
+            return CompiledSchedule(*found)
     return None
 
 

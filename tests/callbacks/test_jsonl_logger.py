@@ -4,6 +4,7 @@ import pytest
 from composer.callbacks import LRMonitor
 
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
+from foundry_ext.core.errors import ConfigError
 from foundry_ext.core.metrics_io import read_metric, read_metrics
 from tests.conftest import tiny_trainer
 
@@ -24,7 +25,7 @@ def test_later_rows_win_and_non_finite_values_survive(tmp_path):
         {'step': 1, 'loss': 2.0}, {'step': 2, 'loss': 'nan'}, {'step': 1, 'loss': 1.5, 'note': 'x'}]))
     steps, values = read_metrics(path)['loss']
     assert steps.tolist() == [1, 2] and values[0] == 1.5 and values[1] != values[1]
-    with pytest.raises(KeyError, match="no metric 'acc'.*'loss'"):
+    with pytest.raises(ConfigError, match="no metric 'acc'.*'loss'"):
         read_metric(path, 'acc')
 
 
@@ -79,7 +80,7 @@ def test_tensor_and_array_metrics_are_written_as_numbers_or_lists(tmp_path):
     assert row['np_scalar'] == 0.5 and row['per_class'] == {'a': 0.25, 'b': 'nan'}
 
 
-@pytest.mark.parametrize('kwargs,fragment', [({'flush_interval': 0}, 'flush_interval=0 must be >= 1'),
+@pytest.mark.parametrize('kwargs,fragment', [({'flush_interval': 0}, 'flush_interval=0 must be an integer >= 1'),
                                              ({'path': 's3://bucket/m.jsonl'}, "path='s3://bucket/m.jsonl' is remote")])
 def test_bad_settings_are_refused_at_construction(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):

@@ -50,12 +50,12 @@ def test_tau_counts_the_schedule_peak_and_refuses_typos():
     assert _number(r'optimizer.weight_decay=([\d.e-]+)', result.output) == pytest.approx(2 / (0.25 * 1000))
     assert _invoke('tau', str(BASE_YAML), '--targt', '0.25').exit_code == 2
     result = _invoke('tau', str(BASE_YAML), 'max_duration=1000ba', '0.25')
-    assert result.exit_code == 1 and "error: '0.25' is not an override: write key=value" in result.output
+    assert result.exit_code == 2 and "error: '0.25' is not an override: write key=value" in result.output
 
 
 def test_tau_reports_a_duration_it_cannot_convert():
     result = _invoke('tau', str(BASE_YAML), 'max_duration=2ep')
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error: max_duration='2ep' is in 'ep'" in result.output
 
 
@@ -100,19 +100,19 @@ def test_fit_predict_and_plot_real_runs(family, tmp_path):
     assert image.shape[1] > 2 * image.shape[0] and image.std() > 0.01
 
     result = _invoke('fit', str(folders[0]), str(partial), '-o', str(tmp_path / 'x.json'))
-    assert result.exit_code == 1 and "runs ['partial'] did not log a loss at their last step" in result.output
+    assert result.exit_code == 2 and "runs ['partial'] did not log a loss at their last step" in result.output
     result = _invoke('plot', str(partial), '-o', str(tmp_path / 'y.png'))
-    assert result.exit_code == 1 and 'partial is unfinished: pass --ref' in result.output
+    assert result.exit_code == 2 and 'partial is unfinished: pass --ref' in result.output
 
 
 def test_missing_files_and_all_nan_runs_are_one_line_errors(family, tmp_path):
     result = _invoke('tau', str(tmp_path / 'missing.yaml'))
-    assert result.exit_code == 1 and 'missing.yaml' in result.output and 'error: 2' not in result.output
+    assert result.exit_code == 2 and 'missing.yaml' in result.output and 'error: 2' not in result.output
     nan_run = tmp_path / 'nan'
     nan_run.mkdir()
     (nan_run / 'metrics.jsonl').write_text(''.join(f'{{"step": {s}, "loss/train/total": NaN}}\n' for s in range(5)))
     result = _invoke('fit', str(nan_run), '-o', str(tmp_path / 'ref.json'))
-    assert result.exit_code == 1 and 'has no finite loss/train/total value' in result.output
+    assert result.exit_code == 2 and 'has no finite loss/train/total value' in result.output
 
 
 def test_fit_creates_the_output_folder(family, tmp_path):
