@@ -27,7 +27,7 @@ setup(
         'typer',
     ],
     extras_require={
-        'dev': ['pytest>=7'],
+        'dev': ['pytest>=7', 'wheel'],  # wheel: tests build the package offline
     },
     entry_points={
         'console_scripts': ['foundry-ext = foundry_ext.cli.main:main'],

@@ -69,6 +69,7 @@ from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.composer_private import lambda_lrs_at
 from foundry_ext.core.errors import ConfigError, choice, flag, positive, whole
 from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
+from foundry_ext.core.metric_names import RESUME_GUARD_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ ON_MISMATCH = ('warn', 'rewarm', 'error')
 # Default rewarm length in units of Adam's beta2 timescale 1/(1 - beta2).
 REWARM_TIMESCALES = 2
 _KEY = 'algorithms.resume_guard'
+_RESUME = f'{RESUME_GUARD_PREFIX}/resume'  # metrics of the resume check
 # LRs within this relative distance are the same LR (recomputation noise, float printing in YAMLs).
 _REL_TOL = 1e-6
 _RECORD_VERSION = 1
@@ -275,7 +277,7 @@ class ResumeGuard(Algorithm):
         groups = self._groups(state)
         if self._ramp is not None:
             self._write_ramp(state, batch)
-            logger.log_metrics({'resume_guard/rewarm_factor': _ratio(groups[0]['lr'], self._unscaled[0])})
+            logger.log_metrics({f'{RESUME_GUARD_PREFIX}/rewarm_factor': _ratio(groups[0]['lr'], self._unscaled[0])})
             # Over, or the schedule fell back to where the ramp began: a later rise is then a jump of its own,
             # from the LR applied by then, for the in-run check.
             if self._ramp.done(batch) or all(u <= r for u, r in zip(self._unscaled, self._ramp.ref)):
@@ -343,14 +345,14 @@ class ResumeGuard(Algorithm):
         eff_ratio = self._effective_step_lines(lines, now, saved, saved_lr, plan, group)
 
         metrics = {
-            'resume_guard/resume/lr_ratio': ratio,
-            'resume_guard/resume/eff_step_ratio': eff_ratio,
-            'resume_guard/resume/lr_overridden': float(silent_override),
-            'resume_guard/resume/config_overridden': float(bool(config_lines)),
-            'resume_guard/resume/rewarm_steps': float(self._steps if mismatch and self.on_mismatch == 'rewarm' else 0),
+            f'{_RESUME}/lr_ratio': ratio,
+            f'{_RESUME}/eff_step_ratio': eff_ratio,
+            f'{_RESUME}/lr_overridden': float(silent_override),
+            f'{_RESUME}/config_overridden': float(bool(config_lines)),
+            f'{_RESUME}/rewarm_steps': float(self._steps if mismatch and self.on_mismatch == 'rewarm' else 0),
         }
         if changed is not None:
-            metrics['resume_guard/resume/schedule_changed'] = float(changed)
+            metrics[f'{_RESUME}/schedule_changed'] = float(changed)
         logger.log_metrics(metrics)
 
         if self.on_mismatch == 'error' and (mismatch or silent_override):
@@ -443,7 +445,7 @@ class ResumeGuard(Algorithm):
     def _in_run_jump(self, state: State, logger: Logger, batch: int, ratio: float, group: int) -> None:
         assert self._applied is not None
         new = self._groups(state)[group]['lr']
-        logger.log_metrics({'resume_guard/lr_jump_ratio': ratio})
+        logger.log_metrics({f'{RESUME_GUARD_PREFIX}/lr_jump_ratio': ratio})
         message = (f'resume_guard: the LR jumps x{ratio:.3g} at batch {batch} (group {group}: '
                    f'{_fmt(self._applied[group])} -> {_fmt(new)}), above max_lr_ratio {self.max_lr_ratio:g}')
         if self.on_mismatch == 'error':
@@ -561,7 +563,7 @@ class ResumeGuard(Algorithm):
         lrs = self._applied or [g['lr'] for g in self._groups(state)]
         metrics = {}
         for i, (summary, lr) in enumerate(zip(self._summaries(state), lrs)):
-            prefix = f'resume_guard/group{i}'
+            prefix = f'{RESUME_GUARD_PREFIX}/group{i}'
             metrics[f'{prefix}/lr'] = lr
             metrics[f'{prefix}/v_mean'] = summary.v_mean
             for q, e in zip(QUANTILES, summary.effective_step(lr)):

@@ -22,7 +22,8 @@ import numpy as np
 from foundry_ext.analysis.collapse import (LossCurve, LRSchedule, TrainingBudget, estimate_final_loss,
                                            from_foundry_config)
 from foundry_ext.core.config import load_train_config
-from foundry_ext.core.metrics_io import LOSS_KEY, Series, lr_series, read_metrics
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metrics_io import Series, lr_series, read_metrics
 
 log = logging.getLogger(__name__)
 

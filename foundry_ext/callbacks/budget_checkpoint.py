@@ -19,7 +19,6 @@ and the files. The manifest is also in the callback's checkpointed state, so it 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -32,8 +31,9 @@ from composer.utils import checkpoint, dist, format_name_with_dist, parse_uri
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.composer_private import hf_export, local_save_folder
 from foundry_ext.core.errors import ConfigError, choice, flag
+from foundry_ext.core.jsonl import dumps
 from foundry_ext.core.lifecycle import RunLifecycle
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.metric_names import BUDGET_PREFIX, LOSS_KEY
 from foundry_ext.schedulers.compiled import compiled_schedule_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
 
@@ -171,7 +171,7 @@ class BudgetCheckpoint(Callback):
         checkpoint.save_checkpoint(state, name)
         if self._hf is not None:
             hf_export(self._hf, state, logger, os.path.join(self.folder, 'hf'), f'budget{index}-ba{{batch}}')
-        logger.log_metrics({'budget_checkpoint/budget': index})
+        logger.log_metrics({f'{BUDGET_PREFIX}/budget': index})
         self._write_manifest()
         if dist.get_global_rank() == 0:
             log.info(f'budget_checkpoint: budget {index} ({budget}{unit}) saved at batch {batch}: {path}')
@@ -179,7 +179,7 @@ class BudgetCheckpoint(Callback):
     def _write_manifest(self) -> None:
         if dist.get_global_rank() == 0:
             assert self.folder is not None
-            Path(self.folder, MANIFEST).write_text(json.dumps(self.manifest, indent=2))
+            Path(self.folder, MANIFEST).write_text(dumps(self.manifest, indent=2))
 
 
 def _train_loss(state: State) -> Optional[float]:

@@ -54,7 +54,7 @@ from composer.utils import dist
 from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.lifecycle import RunLifecycle
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.schedulers.compiled import compiled_schedule_of, peak_multiplier
 
 log = logging.getLogger(__name__)

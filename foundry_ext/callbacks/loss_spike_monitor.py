@@ -28,7 +28,6 @@ in the callback's ``state_dict``, so a resumed run continues detection exactly w
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from fnmatch import fnmatchcase
@@ -42,8 +41,9 @@ from composer.utils import dist, format_name_with_dist
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.composer_private import checkpoints_saved_before, exempt_from_rotation, local_save_folder
-from foundry_ext.core.lifecycle import RunLifecycle
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.jsonl import JSONLWriter
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
+from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.spikes.config import check_detector_kwargs, event_record, is_eval_stream, stream_detector_kwargs
 from foundry_ext.spikes.detector import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
 
@@ -104,7 +104,7 @@ class LossSpikeMonitor(Callback):
         self.detectors: dict[str, SpikeDetector] = {}
         # Every notification, as written to the events file.
         self.events: list[dict[str, Any]] = []
-        self._file = None
+        self._writer: Optional[JSONLWriter] = None  # rank 0 only
         self._warned_no_file = False
         self._loss_dict_at_batch_start: Optional[dict] = None
         self._lifecycle = RunLifecycle()
@@ -152,7 +152,8 @@ class LossSpikeMonitor(Callback):
         self._lifecycle.after_load(state)
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        if self._lifecycle.fit_start(state).from_zero and self.detectors:
+        start = self._lifecycle.fit_start(state)
+        if start.from_zero and self.detectors:
             # A new run from batch 0 (fit(reset_time=True), or a load that reset the timestamp): the earlier run's
             # steps and trend do not apply.
             log.info('%s: training restarts at batch 0; the detectors start over.', WHERE)
@@ -166,11 +167,11 @@ class LossSpikeMonitor(Callback):
                 log.warning('%s: no events_path and no local save_folder, so loss events go to the loggers and the '
                             'log only. Set %s.events_path to keep them in a file.', WHERE, WHERE)
                 self._warned_no_file = True
-        elif self._file is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.events_path)), exist_ok=True)
-            # Appended: a resumed run adds its notifications after the earlier ones.
-            self._file = open(self.events_path, 'a', encoding='utf-8')
-            log.info('%s: writing loss events to %s', WHERE, self.events_path)
+        else:
+            if self._writer is None:
+                self._writer = JSONLWriter(self.events_path, 'loss events')
+            # A resumed run adds its notifications after the earlier ones; a run from batch 0 replaces them.
+            self._writer.start_run(start.from_zero, start.phase is FitPhase.RESTARTED)
 
     def _resolve_events_path(self, state: State) -> Optional[str]:
         if self.events_path_template is not None:
@@ -249,9 +250,9 @@ class LossSpikeMonitor(Callback):
             if event.steps_to_recover is not None:
                 metrics[f'{prefix}/steps_to_recover'] = event.steps_to_recover
         logger.log_metrics(metrics)
-        if self._file is not None:
-            self._file.write(json.dumps(record) + '\n')
-            self._file.flush()
+        if self._writer is not None:
+            self._writer.write(record)
+            self._writer.flush()
 
     def _stop_if_any_rank_says_so(self, state: State, step: int, stops: list[dict[str, Any]]) -> None:
         # Every rank calls this at every point when some action is 'stop', so the collective cannot deadlock.
@@ -297,9 +298,9 @@ class LossSpikeMonitor(Callback):
                 log.warning('%s: stream %r was never logged by this run, so it was not monitored.', WHERE, pattern)
 
     def close(self, state: State, logger: Logger) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _short(value: Any) -> str:

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.errors import ConfigError, choice, fraction, whole
 from foundry_ext.core.lifecycle import RunLifecycle
+from foundry_ext.core.metric_names import RESUME_DATA_GUARD_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -346,8 +347,8 @@ class ResumeDataGuard(Callback):
         check.trained_at.update(hits)
         for fp in rows.tolist():  # a loader stuck on one batch repeats within the check
             check.seen.setdefault(fp, -1)
-        logger.log_metrics({'resume_data_guard/repeated_samples': len(hits),
-                            'resume_data_guard/checked_samples': len(rows)})
+        logger.log_metrics({f'{RESUME_DATA_GUARD_PREFIX}/repeated_samples': len(hits),
+                            f'{RESUME_DATA_GUARD_PREFIX}/checked_samples': len(rows)})
         if not check.repeat_reported and check.repeated > self.max_repeated_fraction * check.checked:
             check.repeat_reported = True
             trained_at = sorted(check.trained_at - {-1})

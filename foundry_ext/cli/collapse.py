@@ -15,7 +15,7 @@ from typing import Iterator, Optional
 import typer
 
 from foundry_ext.cli.errors import App
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.metric_names import LOSS_KEY
 
 log = logging.getLogger(__name__)
 

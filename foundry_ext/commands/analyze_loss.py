@@ -9,7 +9,6 @@ and a PNG of the series with its trend, spike threshold and the events shaded by
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -19,7 +18,9 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.core.metrics_io import LOSS_KEY, Series, read_metric
+from foundry_ext.core.jsonl import dumps
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metrics_io import Series, read_metric
 from foundry_ext.spikes.config import DETECTOR_DEFAULTS, check_detector_kwargs, event_record, stream_detector_kwargs
 from foundry_ext.spikes.detector import EVENT_KINDS, LossEvent, SpikeDetector, run_detector
 from foundry_ext.spikes.plots import plot_loss_events
@@ -156,7 +157,7 @@ def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Unio
     plot_loss_events(analysis.loss, analysis.events, analysis.ends, analysis.png, trend=analysis.trend,
                      threshold=analysis.threshold, title=f'{path.parent.name}/{path.name}: {key}', ylabel=key)
     analysis.report.parent.mkdir(parents=True, exist_ok=True)
-    analysis.report.write_text(json.dumps(analysis.to_dict(), indent=1) + '\n')
+    analysis.report.write_text(dumps(analysis.to_dict(), indent=1) + '\n')
     return analysis
 
 

@@ -13,7 +13,8 @@ from composer.utils import dist
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
 from foundry_ext.commands.branch import find_checkpoints
 from foundry_ext.core.composer_private import checkpoint_saver, local_save_folder, remote_save_folder
-from foundry_ext.core.metrics_io import LOSS_KEY, lr_series, read_metrics
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metrics_io import lr_series, read_metrics
 from foundry_ext.core.plots import plot_lr_and_loss
 
 log = logging.getLogger(__name__)

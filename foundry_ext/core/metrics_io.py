@@ -17,13 +17,13 @@ from typing import Optional, Union
 import numpy as np
 
 from foundry_ext.core.errors import ConfigError
+from foundry_ext.core.metric_names import find_lr_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LOSS_KEY', 'Series', 'lr_series', 'read_metrics', 'read_metric']
+__all__ = ['Series', 'lr_series', 'read_metrics', 'read_metric']
 
 Series = tuple[np.ndarray, np.ndarray]
-LOSS_KEY = 'loss/train/total'  # Composer's all-reduced training loss
 
 
 def _rows(path: Path) -> list[dict]:
@@ -65,5 +65,5 @@ def read_metric(path: Union[str, Path], key: str) -> Series:
 
 def lr_series(metrics: dict[str, Series]) -> Optional[Series]:
     """The LR of the first param group as ``lr_monitor`` logs it (``lr-<Optimizer>/group0``), or None."""
-    keys = sorted(k for k in metrics if k.startswith('lr-') and k.endswith('/group0'))
-    return metrics[keys[0]] if keys else None
+    key = find_lr_key(metrics)
+    return None if key is None else metrics[key]

@@ -14,6 +14,7 @@ import logging
 import math
 from typing import Any, Mapping, Optional
 
+from foundry_ext.core.jsonl import to_json
 from foundry_ext.spikes.detector import LossEvent, SpikeDetector
 
 log = logging.getLogger(__name__)
@@ -124,5 +125,4 @@ def event_record(stream: str, event: LossEvent, **extra: Any) -> dict[str, Any]:
     Non-finite floats (the height of a NaN loss is ``inf``) become the strings ``'inf'``, ``'-inf'`` and
     ``'nan'``, which :func:`float` reads back.
     """
-    fields = {'stream': stream, **event.to_dict(), **extra}
-    return {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
+    return to_json({'stream': stream, **event.to_dict(), **extra})

@@ -22,7 +22,7 @@ from typing import Any, Sequence, Union
 
 from foundry_ext.callbacks.loss_spike_monitor import EVENTS_FILENAME
 from foundry_ext.commands.analyze_loss import LossAnalysis, analyze_loss, format_report
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.spikes.detector import STATUS_OPEN
 from foundry_ext.testing.lr_jump import register_lr_jump
 
