@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Any
 
 log = logging.getLogger(__name__)
 
