@@ -13,12 +13,12 @@ import logging
 from typing import NamedTuple, Optional
 
 from composer.core import State
-from composer.optim import ComposerScheduler, ConstantWithWarmupScheduler, LinearWithWarmupScheduler
+from composer.optim import ComposerScheduler
 from torch.optim.lr_scheduler import LambdaLR
 
 log = logging.getLogger(__name__)
 
-__all__ = ['CompiledSchedule', 'compiled_schedule_of', 'peak_multiplier']
+__all__ = ['CompiledSchedule', 'compiled_schedule_of']
 
 
 class CompiledSchedule(NamedTuple):
@@ -39,13 +39,3 @@ def compiled_schedule_of(state: State) -> Optional[CompiledSchedule]:
             if isinstance(scheduler, ComposerScheduler):
                 return CompiledSchedule(scheduler, float(nonlocals.get('ssr', 1.0)))
     return None
-
-
-def peak_multiplier(scheduler: Optional[ComposerScheduler]) -> float:
-    """The largest LR multiplier of a schedule: Composer's ``linear_decay_with_warmup`` peaks at ``alpha_i`` and
-    ``constant_with_warmup`` at ``alpha``; the others (cosine, WSD and the budget schedules) peak at 1."""
-    if isinstance(scheduler, LinearWithWarmupScheduler):
-        return float(scheduler.alpha_i)
-    if isinstance(scheduler, ConstantWithWarmupScheduler):
-        return float(scheduler.alpha)
-    return 1.0
