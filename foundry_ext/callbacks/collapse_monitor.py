@@ -14,16 +14,16 @@ Registered in ``llmfoundry_callbacks`` as ``collapse_monitor``::
 
 At every ``BATCH_END`` the callback reads the training loss from ``state.total_loss_dict`` (all-reduced over
 ranks by Composer, unlike ``state.loss``) and keeps the last ``smoothing`` losses. Every ``interval`` batches
-it appends their mean, placed at their mean step (:func:`~foundry_ext.analysis.collapse.smooth_curve`, the
+it appends their mean, placed at their mean step (:func:`~foundry_ext.collapse.curves.smooth_curve`, the
 smoothing the reference was fitted with) to its history and, once the run is past the reference's
 ``fit_start``, computes over that history
 
 * the collapse residual of the newest point, ``collapse/residual`` (``L/L(T) - ref``) and
   ``collapse/residual_z`` (in reference band widths), normalizing by the early-aligned ``L(T)``
-  ([SwC] Sec. 4; :func:`~foundry_ext.analysis.collapse.collapse_residual`);
+  ([SwC] Sec. 4; :func:`~foundry_ext.collapse.prediction.collapse_residual`);
 * ``collapse/predicted_final_loss`` with ``collapse/predicted_final_loss_lower`` / ``_upper`` (the interval at
   2 standard errors), aligning everything seen so far with the reference ([SwC] Sec. 5;
-  :func:`~foundry_ext.analysis.collapse.predict_final_loss`);
+  :func:`~foundry_ext.collapse.prediction.predict_final_loss`);
 * ``collapse/out_of_band_streak``: how many evaluations in a row had ``|z| > threshold``.
 
 The metrics are logged at the ``BATCH_END`` step (one after the step of the newest loss, as ``lr_monitor``
@@ -51,11 +51,15 @@ from composer.core import Callback, State, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
 
-from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
+from foundry_ext.collapse.controls import per_step_decay, schedule_peak
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.prediction import collapse_residual, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.errors import ConfigError
 from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metric_names import LOSS_KEY
-from foundry_ext.schedulers.compiled import compiled_schedule_of, peak_multiplier
+from foundry_ext.schedulers.compiled import compiled_schedule_of
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +68,10 @@ __all__ = ['ACTIONS', 'CollapseMonitor']
 WHERE = 'callbacks.collapse_monitor'
 ACTIONS = ('warn', 'stop')
 _STATE_VERSION = 1
-# Per-step decay at peak LR as a multiple of weight_decay, by optimizer class (see docs/collapse.md):
-# Composer's decoupled optimizers apply weight_decay itself, torch AdamW lr * weight_decay.
-_DECOUPLED = frozenset({'DecoupledAdamW', 'DecoupledSGDW', 'DecoupledLionW'})
 
 
-def _bad(key: str, value: Any, fix: str) -> ValueError:
-    return ValueError(f'{WHERE}.{key}={value!r} {fix}')
+def _bad(key: str, value: Any, fix: str) -> ConfigError:
+    return ConfigError(f'{WHERE}.{key}={value!r} {fix}')
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -101,7 +102,7 @@ class CollapseMonitor(Callback):
             more than this. Default 0.05.
 
     Raises:
-        ValueError: At construction, for a missing or unreadable reference or a bad value, naming
+        ConfigError: At construction, for a missing or unreadable reference or a bad value, naming
             ``callbacks.collapse_monitor.<key>``, the value and the fix.
     """
 
@@ -156,7 +157,7 @@ class CollapseMonitor(Callback):
         del logger
         self.total_steps = self._total_steps(state)
         compiled = compiled_schedule_of(state)
-        self._peak = peak_multiplier(compiled.scheduler if compiled is not None else None)
+        self._peak = schedule_peak(compiled.scheduler if compiled is not None else None)
         self._check_evaluations_fit(self.total_steps)
         start = self._lifecycle.fit_start(state)
         if start.from_zero:
@@ -171,7 +172,7 @@ class CollapseMonitor(Callback):
         # An evaluation at batch b averages the losses of steps b - smoothing .. b - 1.
         centers = [b - 1 - (self.smoothing - 1) / 2 for b in batches if b >= self.smoothing]
         if sum(c / total >= self.ref.fit_start for c in centers) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f'{WHERE}: with interval={self.interval} and smoothing={self.smoothing}, this run of {total} batches '
                 f'has fewer than 2 evaluations past the reference\'s fit_start={self.ref.fit_start:g} of the run, so '
                 f'nothing would be logged. Lower {WHERE}.interval (and smoothing) or lengthen the run.')
@@ -180,12 +181,12 @@ class CollapseMonitor(Callback):
     def _total_steps(state: State) -> int:
         duration = state.max_duration
         if duration is None:
-            raise ValueError(f'{WHERE} needs max_duration to know the run length T.')
+            raise ConfigError(f'{WHERE} needs max_duration to know the run length T.')
         if duration.unit == TimeUnit.BATCH:
             return int(duration.value)
         if duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
             return int(duration.value) * int(state.dataloader_len)
-        raise ValueError(
+        raise ConfigError(
             f"{WHERE} needs max_duration in batches ('ba'), or epochs with a sized dataloader, to know the run "
             f"length T; got max_duration={duration}. Set max_duration in 'ba' (tokens / (global_train_batch_size "
             "* max_seq_len) for 'tok').",
@@ -255,13 +256,9 @@ class CollapseMonitor(Callback):
             return None
         optimizer = state.optimizers[0]
         group = optimizer.param_groups[0]
-        name = type(optimizer).__name__
-        # The decoupled decay at the peak is (lr_peak / initial_lr) * weight_decay.
-        if name in _DECOUPLED:
-            per_step = self._peak * group['weight_decay']
-        elif name == 'AdamW':
-            per_step = self._peak * group['weight_decay'] * group.get('initial_lr', group['lr'])
-        else:
+        per_step = per_step_decay(type(optimizer).__name__, group['weight_decay'], group.get('initial_lr', group['lr']),
+                                  self._peak)
+        if per_step is None:
             return None
         return 1.0 / (per_step * total) if per_step > 0 else math.inf
 

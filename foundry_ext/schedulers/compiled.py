@@ -12,14 +12,14 @@ import logging
 from typing import NamedTuple, Optional
 
 from composer.core import State
-from composer.optim import ComposerScheduler, ConstantWithWarmupScheduler, LinearWithWarmupScheduler
+from composer.optim import ComposerScheduler
 from torch.optim.lr_scheduler import LambdaLR
 
 from foundry_ext.core.composer_private import composer_scheduler_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ['CompiledSchedule', 'compiled_schedule_of', 'peak_multiplier']
+__all__ = ['CompiledSchedule', 'compiled_schedule_of']
 
 
 class CompiledSchedule(NamedTuple):
@@ -37,13 +37,3 @@ def compiled_schedule_of(state: State) -> Optional[CompiledSchedule]:
         if found is not None:
             return CompiledSchedule(*found)
     return None
-
-
-def peak_multiplier(scheduler: Optional[ComposerScheduler]) -> float:
-    """The largest LR multiplier of a schedule: Composer's ``linear_decay_with_warmup`` peaks at ``alpha_i`` and
-    ``constant_with_warmup`` at ``alpha``; the others (cosine, WSD and the budget schedules) peak at 1."""
-    if isinstance(scheduler, LinearWithWarmupScheduler):
-        return float(scheduler.alpha_i)
-    if isinstance(scheduler, ConstantWithWarmupScheduler):
-        return float(scheduler.alpha)
-    return 1.0

@@ -9,6 +9,8 @@ max_seq_len``), so schedules given in ``tok`` or ``sp`` can be previewed too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,11 +18,12 @@ from composer.core import State, Time, Timestamp
 from composer.devices import DeviceCPU
 from composer.optim import ComposerScheduler
 
+from foundry_ext.core.errors import ConfigError
 from foundry_ext.schedulers.time_spec import batches_in
 
 log = logging.getLogger(__name__)
 
-__all__ = ['schedule_multipliers']
+__all__ = ['schedule_multipliers', 'yaml_scheduler']
 
 
 def schedule_multipliers(
@@ -52,3 +55,22 @@ def schedule_multipliers(
         state.timestamp = Timestamp(batch=int(k), sample=int(k) * samples_per_batch, token=int(k) * tokens_per_batch)
         alphas[k] = scheduler(state)
     return steps, alphas
+
+
+def yaml_scheduler(section: Mapping[str, Any]) -> ComposerScheduler:
+    """Builds a YAML's ``scheduler:`` section through Foundry's registry (``build_scheduler``), as training does.
+
+    Raises:
+        ConfigError: For a missing or unknown ``scheduler.name`` or arguments its constructor refuses.
+    """
+    from llmfoundry.utils.builders import build_scheduler
+
+    kwargs = dict(section)
+    name = kwargs.pop('name', None)
+    if not name:
+        raise ConfigError('scheduler.name is missing from the training config; set it in the YAML.')
+    try:
+        return build_scheduler(name, kwargs)
+    except Exception as err:  # catalogue's RegistryError, or the constructor's TypeError/ValueError
+        raise ConfigError(f'scheduler.name={name!r} with {kwargs} cannot be built ({err}); fix the scheduler '
+                          'section.') from err

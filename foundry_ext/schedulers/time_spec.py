@@ -204,13 +204,14 @@ def batches_in(duration: TimeLike, samples_per_batch: int, tokens_per_batch: int
             the dataset size and ``dur`` on ``max_duration`` itself).
     """
     time = duration if isinstance(duration, Time) else _time_string(duration, key)
+    shown = duration if isinstance(duration, Time) else repr(duration)
     per_batch = {TimeUnit.BATCH: 1, TimeUnit.SAMPLE: samples_per_batch, TimeUnit.TOKEN: tokens_per_batch}
     if time.unit not in per_batch:
-        fail(f"{key}={duration} is in '{time.unit.value}', which cannot be turned into a number of batches without "
+        fail(f"{key}={shown} is in '{time.unit.value}', which cannot be turned into a number of batches without "
              f"training (epochs depend on the dataset size, dur on max_duration itself). Write it in 'ba' (batches), "
              f"'tok' (tokens) or 'sp' (samples), e.g. 10000ba.")
     if time.value <= 0:
-        fail(f'{key}={duration} must be > 0.')
+        fail(f'{key}={shown} must be > 0.')
     return -(-int(time.value) // per_batch[time.unit])  # ceil
 
 

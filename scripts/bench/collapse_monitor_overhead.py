@@ -26,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from foundry_ext.analysis.collapse import (LossCurve, LRSchedule, ReferenceCurve, collapse_residual, fit_reference,
-                                           predict_final_loss)
+from foundry_ext.collapse.curves import LossCurve
+from foundry_ext.collapse.prediction import collapse_residual, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve, fit_reference
+from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
 from foundry_ext.testing.benchmarking import ab_report, in_run_ab
 

@@ -1,7 +1,7 @@
 """The loss-curve collapse experiment behind ``scripts/collapse_family.py``.
 
 A family of MPT sizes is trained on the demo corpus with the same tokens per parameter, the same AdamW
-timescale ``tau`` (weight decay from :func:`~foundry_ext.analysis.collapse.weight_decay_for_tau_fraction`)
+timescale ``tau`` (weight decay from :func:`~foundry_ext.collapse.controls.weight_decay_for_tau_fraction`)
 and the same schedule over ``t/T`` (linear warmup over ``warmup_fraction``, linear decay to zero, as in
 [SwC]). Then:
 
@@ -39,12 +39,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from omegaconf import OmegaConf as om
 
-from foundry_ext.analysis.collapse import (ReferenceCurve, collapse_residual, final_window_losses, fit_reference,
-                                           from_foundry_config, predict_final_loss, smooth_curve,
-                                           weight_decay_for_tau_fraction)
-from foundry_ext.analysis.collapse_plots import CollapseCurve, Marker, plot_collapse
-from foundry_ext.analysis.collapse_runs import CONFIG_NAME, METRICS_NAME, CollapseRun, load_run
-from foundry_ext.analysis.model_size import mpt_param_count
+from foundry_ext.collapse.controls import count_parameters, from_foundry_config, weight_decay_for_tau_fraction
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.plots import CollapseCurve, Marker, plot_collapse
+from foundry_ext.collapse.prediction import collapse_residual, final_window_losses, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve, fit_reference
+from foundry_ext.collapse.runs import CONFIG_NAME, METRICS_NAME, CollapseRun, load_run
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.metrics_io import read_metrics
 
@@ -96,7 +96,7 @@ class FamilySpec:
         smoothing (int): Moving-average window (steps) for the reference, the prediction and the monitor.
         fraction_used (float): Training fraction the largest run's final loss is predicted from.
         final_window (float): The measured "final loss" is the mean raw training loss over this last
-            fraction of the run (:func:`~foundry_ext.analysis.collapse.final_window_losses`).
+            fraction of the run (:func:`~foundry_ext.collapse.prediction.final_window_losses`).
         interval (int): ``collapse_monitor.interval``.
         consecutive (int): ``collapse_monitor.consecutive``.
         threshold (float): ``collapse_monitor.threshold``.
@@ -153,7 +153,7 @@ def _member_overrides(spec: FamilySpec, size: ModelSize, seed: int, run_dir: Pat
     """Overrides for one run, except ``optimizer.weight_decay`` (which needs the resolved run length)."""
     model = load_train_config(str(BASE_YAML), [*size.overrides(), *spec.overrides])['model']
     tokens_per_batch = spec.global_batch * int(model['max_seq_len'])
-    steps = max(1, round(spec.tpp * mpt_param_count(model).total / tokens_per_batch))
+    steps = max(1, round(spec.tpp * count_parameters(model).total / tokens_per_batch))
     overrides = [
         f'variables.run_name={run_dir.name}', f'variables.run_dir={run_dir}', f'variables.global_seed={seed}',
         *size.overrides(), f'global_train_batch_size={spec.global_batch}',

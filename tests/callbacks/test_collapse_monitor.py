@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from llmfoundry.utils.builders import build_callback
 
-from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.prediction import collapse_residual, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
 from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.metrics_io import read_metrics

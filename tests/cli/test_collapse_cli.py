@@ -10,7 +10,9 @@ import matplotlib.image as mpimg
 import pytest
 from typer.testing import CliRunner
 
-from foundry_ext.analysis.collapse import ReferenceCurve, final_window_losses, predict_final_loss, smooth_curve
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.prediction import final_window_losses, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.cli.main import app
 from scripts.experiments.collapse_family import BASE_YAML
 from tests.collapse_family_runs import SPEC, reference_family

@@ -23,7 +23,9 @@ from composer.optim import DecoupledAdamW
 from torch.utils.data import DataLoader, TensorDataset
 
 from foundry_ext.algorithms.resume_guard import ResumeGuard
-from foundry_ext.analysis.collapse import LossCurve, LRSchedule, fit_reference
+from foundry_ext.collapse.curves import LossCurve
+from foundry_ext.collapse.reference import fit_reference
+from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.callbacks.budget_checkpoint import BudgetCheckpoint
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger

@@ -9,7 +9,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.analysis.collapse import ReferenceCurve
+from foundry_ext.collapse.reference import ReferenceCurve
+from foundry_ext.core.errors import fail
 from foundry_ext.core.plots import plt, save_figure
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def plot_collapse(
         title (str): Figure title.
     """
     if residuals and ref is None:
-        raise ValueError('residual panel needs a reference curve.')
+        fail('residual panel needs a reference curve.')
     n = 3 if residuals else 2
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.3))
     ax_raw, ax_norm = axes[0], axes[1]

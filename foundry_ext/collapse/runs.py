@@ -3,7 +3,7 @@
 A *run* is a metrics file written by the ``jsonl`` logger (or a CSV with a ``step`` column), or a
 folder holding ``metrics.jsonl``. If ``config.yaml`` (the run's LLM-Foundry training YAML, with
 overrides merged) lies next to the metrics file, it gives the run's total steps ``T``, ``tau`` and
-TPP (:func:`foundry_ext.analysis.collapse.from_foundry_config`). Without it, ``T`` is taken from
+TPP (:func:`foundry_ext.collapse.controls.from_foundry_config`). Without it, ``T`` is taken from
 the caller, or else as the last logged step + 1, which is right only for a finished run.
 
 The LR schedule comes from the LR the run logged (``lr_monitor``: ``lr-<Optimizer>/group0``), so
@@ -19,9 +19,11 @@ from typing import Optional, Union
 
 import numpy as np
 
-from foundry_ext.analysis.collapse import (LossCurve, LRSchedule, TrainingBudget, estimate_final_loss,
-                                           from_foundry_config)
+from foundry_ext.collapse.controls import TrainingBudget, from_foundry_config
+from foundry_ext.collapse.curves import LossCurve, estimate_final_loss
+from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.core.config import load_train_config
+from foundry_ext.core.errors import fail
 from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.core.metrics_io import Series, lr_series, read_metrics
 
@@ -60,16 +62,14 @@ class CollapseRun:
         return float(self.curve.steps[-1]) >= self.total_steps - 1
 
     def final_loss(self) -> float:
-        """``L(T)`` of a finished run (:func:`~foundry_ext.analysis.collapse.estimate_final_loss`)."""
+        """``L(T)`` of a finished run (:func:`~foundry_ext.collapse.curves.estimate_final_loss`)."""
         return estimate_final_loss(*self.curve)
 
     def schedule(self) -> LRSchedule:
         """The LR schedule the run trained with, normalized to peak 1 over ``t/T``."""
         if self.lr is None:
-            raise ValueError(
-                f'run {self.name!r} logged no learning rate; add `callbacks: {{lr_monitor: {{}}}}` to '
-                'its YAML so its schedule can be read.',
-            )
+            fail(f'run {self.name!r} logged no learning rate; add `callbacks: {{lr_monitor: {{}}}}` to its YAML so '
+                 'its schedule can be read.')
         return LRSchedule.from_series(*self.lr, self.total_steps)
 
 
@@ -77,7 +77,7 @@ def _metrics_path(path: Path) -> Path:
     if path.is_dir():
         path = path / METRICS_NAME
     if not path.is_file():
-        raise FileNotFoundError(f'{path} does not exist; a run is a metrics file or a folder with {METRICS_NAME}.')
+        fail(f'{path} does not exist; a run is a metrics file or a folder with {METRICS_NAME}.')
     return path
 
 
@@ -98,20 +98,20 @@ def load_run(
         CollapseRun: The run.
 
     Raises:
-        KeyError: If the metrics file has no ``loss_key``.
-        ValueError: If losses are logged beyond ``T``, or none is finite.
+        ConfigError: If the file is missing or has no ``loss_key``, losses are logged beyond ``T``, or none is
+            finite.
     """
     metrics_path = _metrics_path(Path(path))
     metrics = read_metrics(metrics_path)
     if loss_key not in metrics:
-        raise KeyError(f'{metrics_path} has no metric {loss_key!r}; it has {sorted(metrics)}.')
+        fail(f'{metrics_path} has no metric {loss_key!r}; it has {sorted(metrics)}.')
     steps, losses = metrics[loss_key]
     finite = np.isfinite(losses)
     if not finite.all():
         log.warning('%s: dropping %d non-finite losses.', metrics_path, int((~finite).sum()))
         steps, losses = steps[finite], losses[finite]
     if not steps.size:
-        raise ValueError(f'{metrics_path} has no finite {loss_key} value: nothing to normalize.')
+        fail(f'{metrics_path} has no finite {loss_key} value: nothing to normalize.')
     budget = None
     config_path = metrics_path.with_name(CONFIG_NAME)
     if config_path.is_file():
@@ -127,7 +127,7 @@ def load_run(
             log.info('%s: no %s, so T = last logged step + 1 = %d (assumes the run finished).', metrics_path,
                      CONFIG_NAME, total_steps)
     if steps[-1] >= total_steps:
-        raise ValueError(f'{metrics_path} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps}.')
+        fail(f'{metrics_path} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps}.')
     name = metrics_path.parent.name if metrics_path.name == METRICS_NAME else metrics_path.stem
     return CollapseRun(
         name=name,
