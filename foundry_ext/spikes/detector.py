@@ -200,6 +200,8 @@ class SpikeDetector:
         self._points = 0
         # Points above the threshold in a row so far (step, y, residual, prediction, sigma): an outlier or a spike.
         self._run: list[tuple[int, float, float, float, float]] = []
+        # The statistics before the first point of the run.
+        self._snapshot: Optional[Stats] = None
         self._spike: Optional[dict[str, Any]] = None
 
     @property
@@ -317,7 +319,7 @@ class SpikeDetector:
                                           spike['recover_start'], level)
             else:
                 event = self._close_spike(NOT_RECOVERING, STATUS_TRUNCATED, None, level)
-                self._restart_after_level_shift(step, event.peak_step)
+                self._restart_after_level_shift(step, event)
             events.append(event)
         div = self._stats.div
         if div is not None:
@@ -345,6 +347,7 @@ class SpikeDetector:
             'last_step': self._last_step,
             'points': self._points,
             'run': [list(p) for p in self._run],
+            'snapshot': None if not self._run else self._snapshot.to_json(),
             'spike': spike,
         }
 
@@ -370,6 +373,7 @@ class SpikeDetector:
         self._stats = Stats.from_json(state['stats'])
         self._points = state['points']
         self._run = [tuple(p) for p in state['run']]
+        self._snapshot = None if state['snapshot'] is None else Stats.from_json(state['snapshot'])
         self._spike = None
         if state['spike'] is not None:
             spike = dict(state['spike'])
@@ -410,7 +414,8 @@ class SpikeDetector:
     def _normal(self, steps: np.ndarray, ys: np.ndarray, events: list, curve: Optional[TrendCurve]) -> int:
         """Handles a stretch of finite points up to the first spike or divergence transition; returns how many
         points it consumed."""
-        trace, after = advance(self._cfg, self._stats, steps, ys)
+        start = self._stats
+        trace, after = advance(self._cfg, start, steps, ys)
         above = trace.above
         index = np.arange(trace.m)
         last_below = np.maximum.accumulate(np.where(above, -1, index))
@@ -418,19 +423,21 @@ class SpikeDetector:
         spikes = np.flatnonzero(run >= SPIKE_POINTS)
         stop = int(spikes[0]) if len(spikes) else trace.m
         # Outliers: a run of one or two points above the threshold, then a point below it.
-        for end in np.flatnonzero(~above[:stop] & np.concatenate([[bool(self._run)], above[:stop - 1]])).tolist():
+        after_above = np.concatenate([[bool(self._run)], above[:-1]])
+        for end in np.flatnonzero(~above[:stop] & after_above[:stop]).tolist():
             self._run += _points(trace, int(last_below[end - 1]) + 1 if end else 0, end)
             events.append((int(steps[end]), self._outlier((trace, end), STATUS_RESOLVED)))
         if stop:  # the points above the threshold right before the stop (none if the last one is below)
             tail = stop - 1 - int(last_below[stop - 1])
             self._run = (self._run if tail == stop else []) + _points(trace, stop - tail, stop)
+        if self._run and stop - len(self._run) >= 0:  # the run began in this stretch: keep the state before it
+            self._snapshot = self._prefix(start, steps, ys, stop - len(self._run))
         if curve is not None:
             fitted = trace.fitted[:stop + (stop < trace.m)]
             curve.add(steps[:len(fitted)][fitted], trace.pred[:len(fitted)][fitted],
                       (trace.pred + trace.margin)[:len(fitted)][fitted])
         if len(spikes):
-            if stop:
-                self._stats = advance(self._cfg, self._stats, steps[:stop], ys[:stop])[1]
+            self._stats = self._prefix(start, steps, ys, stop)
             events.append((int(steps[stop]), self._open_spike(int(steps[stop]), float(ys[stop]),
                                                               float(trace.pred[stop]), float(trace.sigma[stop]))))
             return stop + 1
@@ -439,6 +446,10 @@ class SpikeDetector:
             kind, at, div = trace.transition
             events.append((int(steps[at]), self._divergence_event(kind, at, div, trace)))
         return trace.m
+
+    def _prefix(self, start: Stats, steps: np.ndarray, ys: np.ndarray, count: int) -> Stats:
+        """The statistics after the first ``count`` points of a stretch that began at ``start``."""
+        return advance(self._cfg, start, steps[:count], ys[:count])[1] if count else start
 
     def _margin(self) -> float:
         return max(self._cfg.z * self._stats.sigma, self._cfg.min_log_height)
@@ -474,6 +485,11 @@ class SpikeDetector:
         """Opens a spike at ``step``: the third point above the threshold (``pred`` and ``sigma`` its prediction
         and noise), or a non-finite loss (``y = inf``), with the pending run of points before it."""
         run, self._run = self._run + ([(step, y, y - pred, pred, sigma)] if pred is not None else []), []
+        if len(run) > (pred is not None):
+            # The points of the run are the spike's: the trend and noise are those from before its first point.
+            now = self._stats
+            self._stats = replace(self._snapshot, ema=now.ema, ema_min=now.ema_min, climb_step=now.climb_step,
+                                  div=now.div)
         if run:
             threshold_step, baseline_y, sigma = run[0][0], run[0][3], run[0][4]
             window = [(s, v - p) for s, v, _, p, _ in run]
@@ -558,7 +574,7 @@ class SpikeDetector:
         # A recovery that began within the limit is confirmed first (at most recover_confirm more points).
         if step - spike['onset_step'] >= self.config['max_follow_steps'] and spike['recover_start'] is None:
             event = self._close_spike(NOT_RECOVERING, STATUS_RESOLVED, None, level)
-            self._restart_after_level_shift(step, event.peak_step)
+            self._restart_after_level_shift(step, event)
             return event
         return None
 
@@ -576,13 +592,17 @@ class SpikeDetector:
                  event.onset_step, kind, status, event.height, event.level_shift)
         return event
 
-    def _restart_after_level_shift(self, step: int, peak_step: int) -> None:
-        """Makes the post-spike level the new normal: rebuild the statistics from the points after the peak."""
-        post = [p for p in self._history if p[0] > peak_step]
+    def _restart_after_level_shift(self, step: int, event: LossEvent) -> None:
+        """Makes the post-spike level the new normal: rebuild the statistics from the points after the peak (after
+        the threshold crossing if the loss still climbs, so the peak is recent)."""
+        post = [p for p in self._history if p[0] > event.peak_step]
+        if len(post) < self._cfg.warmup:
+            post = [p for p in self._history if p[0] > event.threshold_step]
         if len(post) < self._cfg.warmup:
             # Too few finite losses since the peak (e.g. a run of NaNs) to fit a new level: keep the old trend,
             # so the next excursion is again measured against the last known normal.
-            log.info('Only %d finite losses since step %d; keeping the pre-spike trend.', len(post), peak_step)
+            log.info('Only %d finite losses since step %d; keeping the pre-spike trend.', len(post),
+                     event.threshold_step)
             return
         old = self._stats
         stats = self._rebuilt(post)

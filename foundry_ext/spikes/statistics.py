@@ -25,8 +25,9 @@ would, and medians pick elements). Per point, in log-loss space ``y = log(loss)`
    a rise of more than ``log1p(divergence_rise)`` opens a divergence, a return to within ``log1p(recover_tol)``
    closes it. :func:`advance` stops right after such a transition, so the caller can report it.
 
-The lag-1 autocorrelation ``phi`` of the winsorised residuals ``z - level`` scales the noise variance by
-``(1 + phi) / (1 - phi)`` wherever averages over many points are judged (slope errors, the smoothed loss).
+The variance and lag-1 autocorrelation ``phi`` of the winsorised residuals ``z - level`` (EWMAs, half-life
+``noise_halflife``) give the noise that averages over many points see, ``var * (1 + phi) / (1 - phi)``: it judges
+the slopes' standard errors and the smoothed loss.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ SIGMA_PER_MEDIAN_ABS = 1.0 / (0.6744897501960817 * math.sqrt(1.0 + _MEDIAN5_VAR)
 # Residuals of the latest points kept to walk a spike's onset back over its rise (plus two run points).
 RECENT = 5
 # Slopes of the quadratic and the line differ by more than this many standard errors: the loss curves.
-_SLOPE_SWITCH_SIGMAS = 3.0
+_SLOPE_SWITCH_SIGMAS = 4.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class Stats:
     quad: tuple = (0.0,) * 8
     line: tuple = (0.0,) * 5
     last_u: float = 0.0
+    var: float = 0.0
     lag: float = 0.0
     prev_e: float = 0.0
     ema: float = math.nan
@@ -108,9 +110,10 @@ class Stats:
             (len(self.awin) - 1) // 2])
 
     def effective_noise_var(self) -> float:
-        """Noise variance scaled for the lag-1 autocorrelation: what averages over many points see."""
+        """The robust noise variance scaled for the residuals' lag-1 autocorrelation: what medians over many
+        points see."""
         sigma = self.sigma
-        return float(_effective_var(np.array([sigma * sigma]), np.array([self.lag]))[0])
+        return float((sigma * sigma * _correlation_factor(np.array([self.var]), np.array([self.lag])))[0])
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (non-finite floats as strings)."""
@@ -227,11 +230,14 @@ def _stretch(cfg: StatsConfig, st: Stats, steps: np.ndarray, ys: np.ndarray) -> 
 
     level, slope_curved, var_curved = _curved(quad_prev, x_last, cfg.quad_decay)
     slope_line, var_line = _line(line_prev, cfg.line_decay)
-    # Lag-1 products of the winsorised residuals about the level (not the prediction: its slope needs phi).
+    # Variance and lag-1 products of the winsorised residuals about the level (not the prediction: its slope
+    # needs them): what the least-squares fits and the smoothed loss see.
     e = z - (y_ref + level)
-    lag = lfilter([1.0 - cfg.noise_decay], [1.0, -cfg.noise_decay], e * np.concatenate([[st.prev_e], e[:-1]]),
-                  zi=[cfg.noise_decay * st.lag])[0]
-    eff_var = _effective_var(sigma * sigma, np.concatenate([[st.lag], lag[:-1]]))
+    var, lag = lfilter([1.0 - cfg.noise_decay], [1.0, -cfg.noise_decay],
+                       np.stack([e * e, e * np.concatenate([[st.prev_e], e[:-1]])]), axis=1,
+                       zi=cfg.noise_decay * np.array([[st.var], [st.lag]]))[0]
+    var_before = np.concatenate([[st.var], var[:-1]])
+    eff_var = var_before * _correlation_factor(var_before, np.concatenate([[st.lag], lag[:-1]]))
     pred = y_ref + level + _slope(slope_curved, var_curved, slope_line, var_line, eff_var) * (x_now - x_last)
     residual = ys - pred
     margin = np.maximum(cfg.z * sigma, cfg.min_log_height)
@@ -244,7 +250,8 @@ def _stretch(cfg: StatsConfig, st: Stats, steps: np.ndarray, ys: np.ndarray) -> 
     return trace, replace(
         st, n=n0 + count, ywin=(st.ywin + tuple(ys[-LOCAL_WINDOW:].tolist()))[-LOCAL_WINDOW:],
         awin=(st.awin + tuple(dev[-cfg.noise_window:].tolist()))[-cfg.noise_window:], u0=u0, y0=y0,
-        quad=tuple(quad.tolist()), line=tuple(line.tolist()), last_u=last_u, lag=float(lag[-1]), prev_e=float(e[-1]),
+        quad=tuple(quad.tolist()), line=tuple(line.tolist()), last_u=last_u, var=float(var[-1]), lag=float(lag[-1]),
+        prev_e=float(e[-1]),
         ema=float(ema[-1]), recent=recent[-RECENT:])
 
 
@@ -261,8 +268,7 @@ def project(cfg: StatsConfig, st: Stats, steps: np.ndarray) -> np.ndarray:
     line = np.repeat(np.array(st.line)[:, None], count, axis=1)
     level, slope_curved, var_curved = _curved(quad, x_last, cfg.quad_decay)
     slope_line, var_line = _line(line, cfg.line_decay)
-    sigma = st.sigma
-    eff_var = _effective_var(np.full(count, sigma * sigma), np.full(count, st.lag))
+    eff_var = np.full(count, st.var * _correlation_factor(np.array([st.var]), np.array([st.lag]))[0])
     return st.y0 + level + _slope(slope_curved, var_curved, slope_line, var_line, eff_var) * (x_now - x_last)
 
 
@@ -364,11 +370,12 @@ def _slope(curved: np.ndarray, var_curved: np.ndarray, line: np.ndarray, var_lin
     return np.where(bent, curved, line)
 
 
-def _effective_var(var: np.ndarray, lag: np.ndarray) -> np.ndarray:
-    """``var * (1 + phi) / (1 - phi)`` with ``phi = lag / var`` clamped to ``[0, 0.9]``."""
+def _correlation_factor(var: np.ndarray, lag: np.ndarray) -> np.ndarray:
+    """``(1 + phi) / (1 - phi)``, the variance factor of averages over many points, with the lag-1
+    autocorrelation ``phi = lag / var`` clamped to ``[0, 0.9]``."""
     with np.errstate(divide='ignore', invalid='ignore'):
         phi = np.where(var > 0.0, np.minimum(np.maximum(lag / var, 0.0), 0.9), 0.0)
-    return var * (1.0 + phi) / (1.0 - phi)
+    return (1.0 + phi) / (1.0 - phi)
 
 
 def _divergence(cfg: StatsConfig, st: Stats, trace: Trace) -> tuple[int, float, int, Optional[dict], Optional[tuple]]:
