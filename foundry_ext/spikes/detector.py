@@ -50,6 +50,7 @@ import numpy as np
 from foundry_ext.spikes.events import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
                                        RECOVERING_KINDS, SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED,
                                        STATUS_TRUNCATED, LossEvent, event_of)
+from foundry_ext.spikes.follow import RECOVERED, follow
 from foundry_ext.spikes.statistics import Stats, StatsConfig, Trace, advance, project
 
 log = logging.getLogger(__name__)
@@ -532,51 +533,29 @@ class SpikeDetector:
     def _follow(self, steps: np.ndarray, ys: np.ndarray, i: int, events: list, curve: Optional[TrendCurve]) -> int:
         """Follows the open spike from point ``i``; returns the index after the last point it consumed."""
         spike = self._spike
-        assert spike is not None
         span = 64
-        while True:
-            ahead = steps[i:i + span]
-            projected = project(self._cfg, spike['frozen'], ahead)
+        while i < len(steps):
+            ahead, values = steps[i:i + span], ys[i:i + span]
+            trend = project(self._cfg, spike['frozen'], ahead)
+            done, closure = follow(spike, ahead, values, trend, self.config['max_follow_steps'],
+                                   self.config['recover_confirm'])
+            finite = np.isfinite(values[:done])
+            self._history.extend(zip(ahead[:done][finite].tolist(), values[:done][finite].tolist()))
             if curve is not None:
-                curve.add(ahead, projected, projected + spike['margin'])
-            for k, (step, y, trend) in enumerate(zip(ahead.tolist(), ys[i:i + span].tolist(), projected.tolist())):
-                closed = self._follow_point(step, y, trend)
-                if closed is not None:
-                    events.append((step, closed))
-                    if curve is not None:
-                        curve.parts[-1] = tuple(a[:k + 1] for a in curve.parts[-1])
-                    return i + k + 1
-            i += len(ahead)
-            if i >= len(steps):
+                curve.add(ahead[:done], trend[:done], trend[:done] + spike['margin'])
+            i += done
+            if closure is not None:
+                kind, recovered_step, level = closure
+                if kind == RECOVERED:
+                    events.append((int(ahead[done - 1]), self._close_spike(self._recovered_kind(recovered_step),
+                                                                           STATUS_RESOLVED, recovered_step, level)))
+                else:
+                    event = self._close_spike(NOT_RECOVERING, STATUS_RESOLVED, None, level)
+                    self._restart_after_level_shift(int(ahead[done - 1]), event)
+                    events.append((int(ahead[done - 1]), event))
                 return i
             span = min(4 * span, _MAX_CHUNK)
-
-    def _follow_point(self, step: int, y: float, trend: float) -> Optional[LossEvent]:
-        spike = self._spike
-        if y > spike['peak_y']:
-            spike['peak_step'], spike['peak_y'] = step, y
-        if y != math.inf:
-            self._history.append((step, y))
-        window = spike['window']
-        window.append((step, y - trend if math.isfinite(trend) else math.inf))
-        level = _lower_median([excess for _, excess in window])
-        if level < spike['tolerance']:
-            if spike['recover_start'] is None:
-                # The median lags the loss; date the recovery at the middle of the window.
-                spike['recover_start'] = max(window[len(window) // 2][0], spike['peak_step'] + 1)
-            spike['recover_run'] += 1
-            if spike['recover_run'] >= self.config['recover_confirm']:
-                start = spike['recover_start']
-                return self._close_spike(self._recovered_kind(start), STATUS_RESOLVED, start, level)
-        else:
-            spike['recover_start'] = None
-            spike['recover_run'] = 0
-        # A recovery that began within the limit is confirmed first (at most recover_confirm more points).
-        if step - spike['onset_step'] >= self.config['max_follow_steps'] and spike['recover_start'] is None:
-            event = self._close_spike(NOT_RECOVERING, STATUS_RESOLVED, None, level)
-            self._restart_after_level_shift(step, event)
-            return event
-        return None
+        return i
 
     def _recovered_kind(self, recovered_step: int) -> str:
         fast = recovered_step - self._spike['onset_step'] <= self.config['fast_recovery_steps']

@@ -44,7 +44,7 @@ from scipy.signal import lfilter
 
 log = logging.getLogger(__name__)
 
-__all__ = ['Stats', 'StatsConfig', 'Trace', 'advance', 'project']
+__all__ = ['Stats', 'StatsConfig', 'Trace', 'advance', 'project', 'trailing_lower_medians']
 
 # Points in the local median.
 LOCAL_WINDOW = 5
@@ -198,9 +198,9 @@ def _stretch(cfg: StatsConfig, st: Stats, steps: np.ndarray, ys: np.ndarray) -> 
     """:func:`advance` for a state with at least one point, leaving the divergence tracking as it was."""
     n0, count = st.n, len(ys)
     u = np.log1p(steps.astype(np.float64))
-    local = _trailing_lower_medians(np.asarray(st.ywin), ys, LOCAL_WINDOW)
+    local = trailing_lower_medians(np.asarray(st.ywin), ys, LOCAL_WINDOW)
     dev = np.abs(ys - local)
-    sigma = SIGMA_PER_MEDIAN_ABS * np.nan_to_num(_trailing_lower_medians(np.asarray(st.awin), dev, cfg.noise_window))
+    sigma = SIGMA_PER_MEDIAN_ABS * np.nan_to_num(trailing_lower_medians(np.asarray(st.awin), dev, cfg.noise_window))
     bound = cfg.clip * sigma
     z = np.where(sigma > 0.0, np.minimum(np.maximum(ys, local - bound), local + bound), ys)
 
@@ -280,7 +280,7 @@ def _first_point(step: int, y: float) -> Stats:
     return Stats(n=1, ywin=(y,), u0=u, y0=y, quad=(1.0,) + (0.0,) * 7, line=(1.0,) + (0.0,) * 4, last_u=u, ema=y)
 
 
-def _trailing_lower_medians(prev: np.ndarray, new: np.ndarray, size: int) -> np.ndarray:
+def trailing_lower_medians(prev: np.ndarray, new: np.ndarray, size: int) -> np.ndarray:
     """For each ``new[i]``, the lower median of the (up to) ``size`` values before it in ``prev + new``
     (NaN where there is none)."""
     known, count = len(prev), len(new)
