@@ -40,9 +40,12 @@ __all__ = [
     'DetectorReport',
     'EventDetector',
     'REPORT_SEEDS',
+    'RealCurveReport',
     'TUNING_SEEDS',
     'evaluate',
+    'evaluate_real',
     'format_markdown',
+    'format_real_markdown',
     'kill_loss_spike_rule',
     'olmo_sigma_rule',
     'spike_detector',
@@ -363,3 +366,74 @@ def _latency(values: Sequence[int]) -> str:
 
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float('nan')
+
+
+@dataclass
+class RealCurveReport:
+    """What a detector reports on a set of real (unlabelled) loss curves.
+
+    Args:
+        name (str): Name of the set.
+        steps (dict[str, int]): Steps spanned per run.
+        points (dict[str, int]): Points per run.
+        events (dict[str, list[LossEvent]]): Non-outlier events per run.
+        outliers (dict[str, list[LossEvent]]): Batch outliers per run.
+        seconds (float): Wall time of the detector over the set.
+    """
+
+    name: str
+    steps: dict[str, int] = field(default_factory=dict)
+    points: dict[str, int] = field(default_factory=dict)
+    events: dict[str, list[LossEvent]] = field(default_factory=dict)
+    outliers: dict[str, list[LossEvent]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def per_10k_steps(self, kind: str) -> float:
+        """Events of ``kind`` (or ``'batch_outlier'``) per 10,000 steps over all runs."""
+        found = self.outliers if kind == BATCH_OUTLIER else self.events
+        count = sum(e.kind == kind for events in found.values() for e in events)
+        return 1e4 * _ratio(count, sum(self.steps.values()))
+
+    def shared_outliers(self, minimum: float = 0.2) -> list[tuple[str, str, int, int]]:
+        """Pairs of runs whose outliers fall at the same steps (a shared data order): ``(run, run, shared, fewer)``
+        for pairs sharing at least ``minimum`` of the smaller set."""
+        at = {run: {e.onset_step for e in events} for run, events in self.outliers.items()}
+        runs = sorted(at)
+        pairs = []
+        for i, a in enumerate(runs):
+            for b in runs[i + 1:]:
+                shared, fewer = len(at[a] & at[b]), min(len(at[a]), len(at[b]))
+                if fewer and shared >= minimum * fewer:
+                    pairs.append((a, b, shared, fewer))
+        return pairs
+
+
+def evaluate_real(name: str, series: dict[str, tuple[np.ndarray, np.ndarray]],
+                  **detector_kwargs: Any) -> RealCurveReport:
+    """Runs :func:`~foundry_ext.spikes.detector.detect_events` over named real series (``{run: (steps, losses)}``)."""
+    report = RealCurveReport(name)
+    start = time.perf_counter()
+    for run, (steps, losses) in series.items():
+        events = detect_events(steps, losses, **detector_kwargs)
+        report.steps[run] = int(steps[-1] - steps[0]) + 1 if len(steps) else 0
+        report.points[run] = len(steps)
+        report.events[run] = [e for e in events if e.kind != BATCH_OUTLIER]
+        report.outliers[run] = [e for e in events if e.kind == BATCH_OUTLIER]
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def format_real_markdown(reports: Sequence[RealCurveReport]) -> str:
+    """A markdown table: per set of real curves, the events per 10k steps by kind and the outliers."""
+    header = ['Curves', 'Runs', 'Points', 'Steps', *(f'{k} / 10k steps' for k in EVENT_KINDS),
+              'Non-outlier events / 10k steps', 'Batch outliers / 10k steps', 'Time']
+    rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for r in reports:
+        steps = sum(r.steps.values())
+        events = sum(len(v) for v in r.events.values())
+        rows.append('| ' + ' | '.join([
+            r.name, str(len(r.steps)), f'{sum(r.points.values()):,}', f'{steps:,}',
+            *(f'{r.per_10k_steps(k):.2f}' for k in EVENT_KINDS), f'{1e4 * _ratio(events, steps):.2f}',
+            f'{r.per_10k_steps(BATCH_OUTLIER):.1f}', f'{r.seconds:.1f}s'
+        ]) + ' |')
+    return '\n'.join(rows)
