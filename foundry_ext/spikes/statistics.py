@@ -53,6 +53,8 @@ _MEDIAN5_VAR = 0.28683366160587653
 SIGMA_PER_MEDIAN_ABS = 1.0 / (0.6744897501960817 * math.sqrt(1.0 + _MEDIAN5_VAR))
 # Residuals of the latest points kept to walk a spike's onset back over its rise (plus two run points).
 RECENT = 5
+# Up to this many points, medians are taken one by one rather than by the rank filter.
+_FEW = 8
 # Slopes of the quadratic and the line differ by more than this many standard errors: the loss curves.
 _SLOPE_SWITCH_SIGMAS = 4.0
 
@@ -292,10 +294,14 @@ def trailing_lower_medians(prev: np.ndarray, new: np.ndarray, size: int) -> np.n
             if window:
                 out[i] = window[(len(window) - 1) // 2]
             bisect.insort(window, float(new[i]))
-    if count > partial:
+    if count - partial > _FEW:
         seq = np.concatenate([prev[len(prev) - max(0, size - partial):] if size > partial else prev[:0],
                               new[max(0, partial - size):count - 1]])
         out[partial:] = rank_filter(seq, rank=(size - 1) // 2, size=size, origin=(size - 1) // 2)[size - 1:]
+    elif count > partial:  # a few points (the online detector's one): cheaper than the filter, the same elements
+        seq = np.concatenate([prev, new])
+        for i in range(partial, count):
+            out[i] = np.partition(seq[known + i - size:known + i], (size - 1) // 2)[(size - 1) // 2]
     return out
 
 
