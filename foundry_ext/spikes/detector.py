@@ -2,38 +2,26 @@
 
 :class:`SpikeDetector` takes the (all-reduced) training loss of each step and reports loss events as they open
 and as they are classified (kinds in :mod:`foundry_ext.spikes.events`). :meth:`SpikeDetector.update` feeds one
-point (the training callback), :meth:`SpikeDetector.feed` a whole series (``analyze-loss``, benchmarks); both go
-through the same code, in which the normal points are handled in stretches by the vectorised statistics of
-:mod:`foundry_ext.spikes.statistics`, so they report identical events. The whole state is a small JSON dict, so
-a resumed run reports exactly what an uninterrupted run would have.
+point (the training callback), :meth:`SpikeDetector.feed` a whole series (``analyze-loss``, benchmarks); both run
+the same code, in which normal points go through the vectorised statistics of :mod:`foundry_ext.spikes.statistics`
+and open spikes through :mod:`foundry_ext.spikes.follow`, so they report identical events. The whole state is a
+small JSON dict, so a resumed run reports exactly what an uninterrupted run would have. Per point:
 
-Per point, in log-loss space (``y = log(loss)``):
+1. *Threshold.* The statistics give the trend prediction ``y_hat`` of the log-loss ``y`` and whether
+   ``y - y_hat > max(z_threshold * sigma, log1p(min_height))``. Points above it feed the statistics like any
+   other (winsorised), so one bad batch moves nothing.
+2. *Outliers.* One or two consecutive points above the threshold, then a point back under it: a ``batch_outlier``,
+   reported at that point.
+3. *Spikes.* A third consecutive point above the threshold, or a non-finite loss, opens a spike (2 steps after the
+   threshold crossing). The statistics are frozen from before its first point; they project the pre-spike trend,
+   against which the spike is followed and classified (``fast_recovering``, ``slow_recovering``,
+   ``not_recovering``). After ``not_recovering`` the statistics are rebuilt from the points after the peak, so the
+   new level becomes the normal one.
+4. *Divergence.* The smoothed loss rising more than ``log1p(divergence_rise)`` above its running minimum opens a
+   ``divergence``; it is resolved if the smoothed loss comes back to within ``log1p(recover_tol)`` of it.
 
-1. *Threshold.* The statistics give the trend prediction ``y_hat`` (a robust local power law), the noise
-   ``sigma`` (a rank statistic, robust to heavy tails) and whether ``y - y_hat > max(z_threshold * sigma,
-   log1p(min_height))``. The points above it feed the statistics like every other point (winsorised), so one
-   bad batch moves nothing.
-2. *Outliers.* One or two consecutive points above the threshold, and then a point back under it, are a
-   ``batch_outlier``, reported at that point: the loss of one or two batches, not an optimisation event.
-3. *Spikes.* A third consecutive point above the threshold, or a non-finite loss, opens a spike (detection 2
-   steps after the threshold crossing). Its onset is walked back from the crossing over up to 3 preceding
-   points whose residual exceeded ``onset_sigmas * sigma`` (the rise). From then on the statistics are frozen.
-4. *Follow.* The excess ``y - y_hat`` over the projected pre-spike trend is tracked over the last
-   ``recover_window`` points. The spike has recovered once their median is below
-   ``max(log1p(recover_tol), 3 sqrt(pi / 2) sqrt(effective_noise_var / recover_window))`` for
-   ``recover_confirm`` consecutive points; the recovery is dated at the middle of the first such window.
-5. *Classification* by the steps from the onset to the recovery: at most ``fast_recovery_steps``:
-   ``fast_recovering``, more: ``slow_recovering``; not recovered ``max_follow_steps`` after the onset:
-   ``not_recovering`` (a recovery that began by then is confirmed first). The statistics are then rebuilt from
-   the points after the peak, so the new level becomes the normal one. An event whose loss never came back
-   within the tolerance is never a recovering kind, also when the series ends first.
-6. *Divergence.* The smoothed loss of the statistics rising more than ``log1p(divergence_rise)`` above its
-   running minimum opens a ``divergence``, dated back to where the climb left the noise; it is resolved if the
-   smoothed loss comes back to within ``log1p(recover_tol)`` of that minimum.
-
-Detection starts after ``warmup_steps`` finite points. NaN and infinite losses open a spike of infinite height
-at once (also during the warmup) and never enter the statistics; finite non-positive losses and steps that do
-not increase are skipped with a warning.
+Detection starts after ``warmup_steps`` finite points; non-finite losses open a spike also during the warmup and
+never enter the statistics; finite non-positive losses and steps that do not increase are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -49,9 +37,9 @@ import numpy as np
 
 from foundry_ext.spikes.events import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
                                        RECOVERING_KINDS, SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED,
-                                       STATUS_TRUNCATED, LossEvent, event_of)
-from foundry_ext.spikes.follow import RECOVERED, follow
-from foundry_ext.spikes.statistics import Stats, StatsConfig, Trace, advance, project
+                                       STATUS_TRUNCATED, LossEvent, TrendCurve, event_of, outlier_event)
+from foundry_ext.spikes.follow import RECOVERED, close_spike, follow, open_spike
+from foundry_ext.spikes.statistics import Stats, StatsConfig, Trace, advance, encode_float, project
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +65,9 @@ __all__ = [
 _STATE_VERSION = 2
 # Points above the threshold in a row that make a spike rather than an outlier.
 SPIKE_POINTS = 3
-# Steps before the threshold crossing that may still belong to the rise of a spike.
-_MAX_RISE_STEPS = 3
-# Median of n noise points: its standard error is about sqrt(pi / 2) times the mean's.
-_MEDIAN_SE = math.sqrt(math.pi / 2.0)
 # Points per vectorised stretch at first; doubled after every stretch without an event.
 _FIRST_CHUNK = 2048
 _MAX_CHUNK = 1 << 17
-
-
-class TrendCurve:
-    """The detector's trend and spike threshold (log-loss) at each point after the warmup, for plots."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-
-    def add(self, steps: np.ndarray, trend: np.ndarray, threshold: np.ndarray) -> None:
-        self.parts.append((steps, trend, threshold))
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Steps, trend loss and threshold loss."""
-        if not self.parts:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        steps, trend, threshold = (np.concatenate(p) for p in zip(*self.parts))
-        return steps, np.exp(trend), np.exp(threshold)
 
 
 class SpikeDetector:
@@ -315,11 +282,8 @@ class SpikeDetector:
         if self._spike is not None:
             spike = self._spike
             level = _lower_median([excess for _, excess in spike['window']])
-            if spike['recover_start'] is not None:
-                event = self._close_spike(self._recovered_kind(spike['recover_start']), STATUS_TRUNCATED,
-                                          spike['recover_start'], level)
-            else:
-                event = self._close_spike(NOT_RECOVERING, STATUS_TRUNCATED, None, level)
+            event = self._close_spike(STATUS_TRUNCATED, spike['recover_start'], level)
+            if spike['recover_start'] is None:
                 self._restart_after_level_shift(step, event)
             events.append(event)
         div = self._stats.div
@@ -338,8 +302,8 @@ class SpikeDetector:
         spike = None
         if self._spike is not None:
             spike = {k: v for k, v in self._spike.items() if k != 'frozen'}
-            spike.update(peak_y=_encode(spike['peak_y']), baseline_y=_encode(spike['baseline_y']),
-                         window=[[s, _encode(v)] for s, v in spike['window']])
+            spike.update(peak_y=encode_float(spike['peak_y']), baseline_y=encode_float(spike['baseline_y']),
+                         window=[[s, encode_float(v)] for s, v in spike['window']])
         return {
             'version': _STATE_VERSION,
             'config': dict(self.config),
@@ -465,20 +429,8 @@ class SpikeDetector:
     def _outlier(self, back: Optional[tuple[Trace, int]], status: str) -> LossEvent:
         """The outlier of the pending run; ``back`` is the point back under the threshold (trace, index)."""
         run, self._run = self._run, []
-        first = run[0]
-        peak = max(run, key=lambda p: p[1])
-        event = LossEvent(kind=BATCH_OUTLIER, status=status, onset_step=first[0], peak_step=peak[0],
-                          peak_loss=math.exp(peak[1]), baseline_loss=math.exp(first[3]),
-                          height=math.expm1(peak[1] - first[3]), threshold_step=first[0], detect_step=run[-1][0],
-                          above_steps=[p[0] for p in run])
-        if back is not None:
-            trace, at = back
-            event.detect_step = event.recovered_step = int(trace.steps[at])
-            event.steps_to_recover = event.recovered_step - event.onset_step
-            event.level_shift = math.expm1(float(trace.residual[at]))
-        log.debug('Batch outlier at step(s) %s: loss %.4g vs trend %.4g.', event.above_steps, event.peak_loss,
-                  event.baseline_loss)
-        return event
+        at = None if back is None else (int(back[0].steps[back[1]]), float(back[0].residual[back[1]]))
+        return outlier_event(run, status, at)
 
     # Spikes.
 
@@ -491,43 +443,10 @@ class SpikeDetector:
             now = self._stats
             self._stats = replace(self._snapshot, ema=now.ema, ema_min=now.ema_min, climb_step=now.climb_step,
                                   div=now.div)
-        if run:
-            threshold_step, baseline_y, sigma = run[0][0], run[0][3], run[0][4]
-            window = [(s, v - p) for s, v, _, p, _ in run]
-        else:
-            threshold_step, baseline_y, sigma = step, float(project(self._cfg, self._stats, np.array([step]))[0]), \
-                self._stats.sigma
-            window = []
-        if y == math.inf:
-            window.append((step, math.inf))
-        onset = threshold_step
-        earlier = [p for p in reversed(self._stats.recent) if p[0] < threshold_step][:_MAX_RISE_STEPS]
-        for prev_step, prev_residual in earlier:
-            if prev_step != onset - 1 or not prev_residual > self.config['onset_sigmas'] * sigma:
-                break
-            onset = prev_step
-        peak_step, peak_y = max(((s, v) for s, v, *_ in run), key=lambda p: p[1], default=(step, y))
-        if y > peak_y:
-            peak_step, peak_y = step, y
-        eff_var = self._stats.effective_noise_var()
-        self._spike = {
-            'onset_step': onset,
-            'threshold_step': threshold_step,
-            'detect_step': step,
-            'peak_step': peak_step,
-            'peak_y': peak_y,
-            'baseline_y': baseline_y,
-            'window': deque(window, maxlen=self.config['recover_window']),
-            'tolerance': max(self._cfg.log_tol,
-                             3.0 * _MEDIAN_SE * math.sqrt(eff_var / self.config['recover_window'])),
-            'margin': self._margin(),
-            'recover_start': None,
-            'recover_run': 0,
-            'frozen': self._stats,
-        }
-        event = event_of(SPIKE, STATUS_OPEN, self._spike, step)
+        baseline_y = run[0][3] if run else float(project(self._cfg, self._stats, np.array([step]))[0])
+        self._spike, event = open_spike(step, y, run, self._stats, baseline_y, self.config, self._margin())
         log.info('Loss spike opened at step %d: loss %.4g vs trend %.4g (threshold step %d).', step, event.peak_loss,
-                 event.baseline_loss, threshold_step)
+                 event.baseline_loss, event.threshold_step)
         return event
 
     def _follow(self, steps: np.ndarray, ys: np.ndarray, i: int, events: list, curve: Optional[TrendCurve]) -> int:
@@ -546,29 +465,19 @@ class SpikeDetector:
             i += done
             if closure is not None:
                 kind, recovered_step, level = closure
-                if kind == RECOVERED:
-                    events.append((int(ahead[done - 1]), self._close_spike(self._recovered_kind(recovered_step),
-                                                                           STATUS_RESOLVED, recovered_step, level)))
-                else:
-                    event = self._close_spike(NOT_RECOVERING, STATUS_RESOLVED, None, level)
+                event = self._close_spike(STATUS_RESOLVED, recovered_step, level)
+                if kind != RECOVERED:
                     self._restart_after_level_shift(int(ahead[done - 1]), event)
-                    events.append((int(ahead[done - 1]), event))
+                events.append((int(ahead[done - 1]), event))
                 return i
             span = min(4 * span, _MAX_CHUNK)
         return i
 
-    def _recovered_kind(self, recovered_step: int) -> str:
-        fast = recovered_step - self._spike['onset_step'] <= self.config['fast_recovery_steps']
-        return FAST_RECOVERING if fast else SLOW_RECOVERING
-
-    def _close_spike(self, kind: str, status: str, recovered_step: Optional[int], level: float) -> LossEvent:
-        event = event_of(kind, status, self._spike, self._spike['detect_step'])
-        event.recovered_step = recovered_step
-        event.steps_to_recover = None if recovered_step is None else recovered_step - event.onset_step
-        event.level_shift = math.expm1(level)
+    def _close_spike(self, status: str, recovered_step: Optional[int], level: float) -> LossEvent:
+        event = close_spike(self._spike, status, recovered_step, level, self.config['fast_recovery_steps'])
         self._spike = None
         log.info('Loss spike from step %d classified as %s (%s): height %.3g, level shift %.3g.',
-                 event.onset_step, kind, status, event.height, event.level_shift)
+                 event.onset_step, event.kind, status, event.height, event.level_shift)
         return event
 
     def _restart_after_level_shift(self, step: int, event: LossEvent) -> None:
@@ -660,8 +569,3 @@ def _replace_div(stats: Stats, div: Optional[dict[str, Any]], climb_step: int,
 
 def _lower_median(values: list[float]) -> float:
     return sorted(values)[(len(values) - 1) // 2]
-
-
-def _encode(value: float) -> Any:
-    # Strict JSON has no NaN or infinities; store those as 'nan' / 'inf' / '-inf'.
-    return value if math.isfinite(value) else repr(value)

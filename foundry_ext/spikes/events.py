@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
+
+import numpy as np
 
 __all__ = [
     'BATCH_OUTLIER',
@@ -33,7 +35,9 @@ __all__ = [
     'STATUS_OPEN',
     'STATUS_RESOLVED',
     'STATUS_TRUNCATED',
+    'TrendCurve',
     'event_of',
+    'outlier_event',
 ]
 
 FAST_RECOVERING = 'fast_recovering'
@@ -116,3 +120,42 @@ def event_of(kind: str, status: str, record: dict[str, Any], detect_step: int) -
         threshold_step=record['threshold_step'],
         detect_step=detect_step,
     )
+
+
+def outlier_event(run: Sequence[tuple[int, float, float, float, float]], status: str,
+                  back: Optional[tuple[int, float]] = None) -> LossEvent:
+    """The ``batch_outlier`` of a run of one or two points above the threshold.
+
+    Args:
+        run (Sequence[tuple]): The points above the threshold: ``(step, log-loss, residual, prediction, sigma)``.
+        status (str): ``'resolved'``, or ``'truncated'`` at the end of a series.
+        back (tuple[int, float], optional): The point back under the threshold: its step and residual.
+    """
+    first = run[0]
+    peak = max(run, key=lambda p: p[1])
+    event = LossEvent(kind=BATCH_OUTLIER, status=status, onset_step=first[0], peak_step=peak[0],
+                      peak_loss=math.exp(peak[1]), baseline_loss=math.exp(first[3]),
+                      height=math.expm1(peak[1] - first[3]), threshold_step=first[0], detect_step=run[-1][0],
+                      above_steps=[p[0] for p in run])
+    if back is not None:
+        event.detect_step = event.recovered_step = back[0]
+        event.steps_to_recover = event.recovered_step - event.onset_step
+        event.level_shift = math.expm1(back[1])
+    return event
+
+
+class TrendCurve:
+    """The detector's trend and spike threshold (log-loss) at each point after the warmup, for plots."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, steps: np.ndarray, trend: np.ndarray, threshold: np.ndarray) -> None:
+        self.parts.append((steps, trend, threshold))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Steps, trend loss and threshold loss."""
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        steps, trend, threshold = (np.concatenate(p) for p in zip(*self.parts))
+        return steps, np.exp(trend), np.exp(threshold)

@@ -1,4 +1,4 @@
-"""Following an open spike until it is classified, for any number of points at once.
+"""A spike from its opening to its classification, the following for any number of points at once.
 
 While a spike is open, each point's excess ``y - y_hat`` over the projected pre-spike trend joins a window of the
 last ``recover_window`` points. The spike has recovered once the window's (lower) median is below the tolerance
@@ -18,19 +18,90 @@ least the tolerance for ``not_recovering``, unless the loss came back only after
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+import math
+from collections import deque
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from foundry_ext.spikes.events import NOT_RECOVERING
-from foundry_ext.spikes.statistics import trailing_lower_medians
+from foundry_ext.spikes.events import (FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, SPIKE, STATUS_OPEN,
+                                       LossEvent, event_of)
+from foundry_ext.spikes.statistics import Stats, trailing_lower_medians
 
 log = logging.getLogger(__name__)
 
-__all__ = ['RECOVERED', 'follow']
+__all__ = ['RECOVERED', 'close_spike', 'follow', 'open_spike']
 
 # Closure of a spike that came back (its kind depends on when).
 RECOVERED = 'recovered'
+# Steps before the threshold crossing that may still belong to the rise of a spike.
+MAX_RISE_STEPS = 3
+# Median of n noise points: its standard error is about sqrt(pi / 2) times the mean's.
+_MEDIAN_SE = math.sqrt(math.pi / 2.0)
+
+
+def open_spike(step: int, y: float, run: Sequence[tuple[int, float, float, float, float]], frozen: Stats,
+               baseline_y: float, config: dict[str, Any], margin: float) -> tuple[dict[str, Any], LossEvent]:
+    """The record and the ``'open'`` event of a spike detected at ``step``.
+
+    Args:
+        step (int): The detecting point: the third above the threshold, or a non-finite loss.
+        y (float): Its log-loss (``inf`` for a non-finite loss).
+        run (Sequence[tuple]): The spike's points above the threshold so far, the detecting one included:
+            ``(step, log-loss, residual, prediction, sigma)``; empty for a lone non-finite loss.
+        frozen (Stats): The statistics from before the spike, which project the pre-spike trend.
+        baseline_y (float): The trend at the threshold crossing (log-loss).
+        config (dict): The detector's settings.
+        margin (float): The spike threshold's margin over the trend (log), for plots.
+
+    Returns:
+        tuple[dict, LossEvent]: The spike record (see :func:`follow`) and its opening event.
+    """
+    threshold_step = run[0][0] if run else step
+    sigma = run[0][4] if run else frozen.sigma
+    window = [(s, v - p) for s, v, _, p, _ in run]
+    if y == math.inf:
+        window.append((step, math.inf))
+    # Walk the onset back over the rise: earlier consecutive points already well above the trend.
+    onset = threshold_step
+    for prev_step, prev_residual in [p for p in reversed(frozen.recent) if p[0] < threshold_step][:MAX_RISE_STEPS]:
+        if prev_step != onset - 1 or not prev_residual > config['onset_sigmas'] * sigma:
+            break
+        onset = prev_step
+    peak_step, peak_y = max(((s, v) for s, v, *_ in run), key=lambda p: p[1], default=(step, y))
+    if y > peak_y:
+        peak_step, peak_y = step, y
+    spike = {
+        'onset_step': onset,
+        'threshold_step': threshold_step,
+        'detect_step': step,
+        'peak_step': peak_step,
+        'peak_y': peak_y,
+        'baseline_y': baseline_y,
+        'window': deque(window, maxlen=config['recover_window']),
+        'tolerance': max(math.log1p(config['recover_tol']),
+                         3.0 * _MEDIAN_SE * math.sqrt(frozen.effective_noise_var() / config['recover_window'])),
+        'margin': margin,
+        'recover_start': None,
+        'recover_run': 0,
+        'frozen': frozen,
+    }
+    return spike, event_of(SPIKE, STATUS_OPEN, spike, step)
+
+
+def close_spike(spike: dict[str, Any], status: str, recovered_step: Optional[int], level: float,
+                fast_recovery_steps: int) -> LossEvent:
+    """The classified event of a spike: recovered by ``fast_recovery_steps`` after its onset: ``fast_recovering``,
+    later: ``slow_recovering``, not at all (``recovered_step`` None): ``not_recovering``."""
+    if recovered_step is None:
+        kind = NOT_RECOVERING
+    else:
+        kind = FAST_RECOVERING if recovered_step - spike['onset_step'] <= fast_recovery_steps else SLOW_RECOVERING
+    event = event_of(kind, status, spike, spike['detect_step'])
+    event.recovered_step = recovered_step
+    event.steps_to_recover = None if recovered_step is None else recovered_step - event.onset_step
+    event.level_shift = math.expm1(level)
+    return event
 
 
 def follow(spike: dict[str, Any], steps: np.ndarray, ys: np.ndarray, trend: np.ndarray, max_follow_steps: int,

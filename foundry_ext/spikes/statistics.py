@@ -44,7 +44,7 @@ from scipy.signal import lfilter
 
 log = logging.getLogger(__name__)
 
-__all__ = ['Stats', 'StatsConfig', 'Trace', 'advance', 'project', 'trailing_lower_medians']
+__all__ = ['Stats', 'StatsConfig', 'Trace', 'advance', 'encode_float', 'project', 'trailing_lower_medians']
 
 # Points in the local median.
 LOCAL_WINDOW = 5
@@ -121,7 +121,7 @@ class Stats:
         """Plain JSON types (non-finite floats as strings)."""
         state = {name: getattr(self, name) for name in self.__dataclass_fields__}
         state.update(ywin=list(self.ywin), awin=list(self.awin), quad=list(self.quad), line=list(self.line),
-                     recent=[list(p) for p in self.recent], ema=_encode(self.ema), ema_min=_encode(self.ema_min),
+                     recent=[list(p) for p in self.recent], ema=encode_float(self.ema), ema_min=encode_float(self.ema_min),
                      div=None if self.div is None else dict(self.div))
         return state
 
@@ -437,6 +437,6 @@ def _concat(head: Trace, rest: Trace) -> Trace:
     return joined
 
 
-def _encode(value: float) -> Any:
-    # Strict JSON has no NaN or infinities.
+def encode_float(value: float) -> Any:
+    """``value``, or its ``repr`` if it is not finite (strict JSON has no NaN or infinities)."""
     return value if math.isfinite(value) else repr(value)

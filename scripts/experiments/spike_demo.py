@@ -40,7 +40,7 @@ EVAL_KEY = 'metrics/eval/LanguageCrossEntropy'
 def run_spike_demo(yaml_path: Union[str, Path], out_dir: Union[str, Path] = 'runs/spike-demo',
                    docs_dir: Union[str, Path] = 'docs', max_duration: int = 600,
                    jumps: Sequence[tuple[int, int, float]] = ((300, 3, 10.0),), garbage: Sequence[int] = (),
-                   overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+                   overrides: Sequence[str] = (), clean_run: bool = True) -> dict[str, dict[str, Any]]:
     """Trains the clean and the provoked run, analyses both, and writes ``docs/spike_real_{clean,provoked}.png``.
 
     The provoked run is the clean run resumed from its checkpoint at the first fault, with the faults added: its
@@ -55,6 +55,7 @@ def run_spike_demo(yaml_path: Union[str, Path], out_dir: Union[str, Path] = 'run
         jumps (Sequence[tuple[int, int, float]]): LR jumps of the provoked run: (first batch, batches, factor).
         garbage (Sequence[int]): Batches of the provoked run replaced by random tokens.
         overrides (Sequence[str]): More Foundry-style overrides for both runs.
+        clean_run (bool): Train the clean run too; without it, the provoked run trains from batch 0.
 
     Returns:
         dict[str, dict[str, Any]]: Per run: the offline analyses per stream and the online notifications.
@@ -73,13 +74,16 @@ def run_spike_demo(yaml_path: Union[str, Path], out_dir: Union[str, Path] = 'run
     common = [f'max_duration={max_duration}ba', 'eval_interval=25ba', 'eval_subset_num_batches=2',
               f'save_interval={first}ba', 'save_overwrite=true', 'console_log_interval=100ba',
               'callbacks.loss_spike_monitor.actions.spike=log', *overrides]
-    _train(yaml_path, clean, common)
-    with (clean / 'metrics.jsonl').open() as src:
-        head = [line for line in src if line.strip() and json.loads(line)['step'] <= first]
-    _train(yaml_path, provoked, [*common, f'load_path={clean}/checkpoints/ep0-ba{first}-rank0.pt', *faults],
-           metrics_head=head)
+    if not clean_run:
+        _train(yaml_path, provoked, [*common, *faults])
+    else:
+        _train(yaml_path, clean, common)
+        with (clean / 'metrics.jsonl').open() as src:
+            head = [line for line in src if line.strip() and json.loads(line)['step'] <= first]
+        _train(yaml_path, provoked, [*common, f'load_path={clean}/checkpoints/ep0-ba{first}-rank0.pt', *faults],
+               metrics_head=head)
     results = {}
-    for name, run_dir in (('clean', clean), ('provoked', provoked)):
+    for name, run_dir in (('clean', clean), ('provoked', provoked))[0 if clean_run else 1:]:
         metrics = run_dir / 'metrics.jsonl'
         analyses: dict[str, LossAnalysis] = {
             LOSS_KEY: analyze_loss(metrics, LOSS_KEY, out=Path(docs_dir) / f'spike_real_{name}.png',
@@ -137,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
                         help='an LR jump of the provoked run, repeatable (default: 300:3:10)')
     parser.add_argument('--garbage', type=int, action='append', default=[], metavar='STEP',
                         help='a batch of random tokens in the provoked run, repeatable')
+    parser.add_argument('--no-clean', action='store_true', help='train only the provoked run, from batch 0')
+    parser.add_argument('overrides', nargs='*', help='Foundry-style overrides for the runs, e.g. scheduler.t_decay=100ba')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
     jumps = [(int(s), int(n), float(f)) for s, n, f in (j.split(':') for j in args.jump or ['300:3:10'])]
     results = run_spike_demo(REPO / 'yamls' / 'wsd.yaml', args.out_dir, args.docs_dir, args.max_duration, jumps,
-                             args.garbage)
+                             args.garbage, args.overrides, clean_run=not args.no_clean)
     print(format_demo(results))
     return 0
 
