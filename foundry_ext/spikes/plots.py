@@ -17,7 +17,7 @@ from matplotlib.patches import Patch  # noqa: E402  isort: skip
 
 log = logging.getLogger(__name__)
 
-__all__ = ['EVENT_COLORS', 'plot_loss_events']
+__all__ = ['EVENT_COLORS', 'plot_event_windows', 'plot_loss_events', 'plot_recurring_outliers']
 
 EVENT_COLORS = dict(zip(EVENT_KINDS, ('tab:green', 'tab:orange', 'tab:red', 'tab:purple')))
 # Bins of the envelope drawn for long series.
@@ -105,3 +105,53 @@ def _decimated(steps: np.ndarray, values: np.ndarray, bins: int = _PLOT_BINS) ->
     high = np.maximum.reduceat(values, edges[:-1])
     middle = steps[(edges[:-1] + edges[1:]) // 2]
     return np.repeat(middle, 2), np.stack([low, high], axis=1).ravel()
+
+
+def plot_event_windows(windows: Sequence[tuple[str, Series, LossEvent]], out: Union[str, Path], half_width: int = 40,
+                       columns: int = 5) -> Path:
+    """Small multiples: for each ``(label, series, event)``, the series around the event (``half_width`` points each
+    side) with the event marked, numbered for labelling by eye. Saves a PNG.
+    """
+    rows = -(-len(windows) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.3 * rows), squeeze=False)
+    for number, (ax, (label, (steps, values), event)) in enumerate(zip(axes.ravel(), windows), 1):
+        at = int(np.searchsorted(steps, event.onset_step))
+        lo, hi = max(0, at - half_width), min(len(steps) - 1, at + half_width)
+        shown = slice(lo, hi + 1)
+        ax.plot(steps[shown], values[shown], color='0.35', linewidth=0.7)
+        ax.axhline(event.baseline_loss, color='tab:blue', linestyle='--', linewidth=0.8)
+        marked = event.above_steps or [event.onset_step]
+        ax.plot(marked, values[np.searchsorted(steps, marked)], 'o', markerfacecolor='none', color='tab:brown')
+        ax.set_title(f'{number}. {label} @{event.onset_step} {event.height:+.0%}', fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(windows):]:
+        ax.axis('off')
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def plot_recurring_outliers(runs: Sequence[tuple[str, Series, Sequence[LossEvent]]], out: Union[str, Path],
+                            window: tuple[int, int], overlaid: Optional[int] = None) -> Path:
+    """The first ``overlaid`` runs (runs reading the same data in the same order) overlaid over ``window`` (steps),
+    each with its batch outliers marked, above a raster of every outlier step of every run: outliers that come from
+    the data recur at the same steps. Saves a PNG."""
+    fig, (top, raster) = plt.subplots(2, 1, figsize=(10, 6), gridspec_kw={'height_ratios': [2.2, 1]})
+    for index, (name, (steps, values), outliers) in enumerate(runs):
+        color = f'C{index}'
+        if overlaid is None or index < overlaid:
+            shown = (steps >= window[0]) & (steps <= window[1])
+            top.plot(steps[shown], values[shown], color=color, linewidth=0.7, alpha=0.8, label=name)
+            marked = [e for e in outliers if window[0] <= e.peak_step <= window[1]]
+            top.plot([e.peak_step for e in marked], [e.peak_loss for e in marked], 'o', markerfacecolor='none',
+                     color=color, markersize=6)
+        raster.plot([e.onset_step for e in outliers], np.full(len(outliers), index), '|', color=color, markersize=14)
+    top.set_xlim(*window)
+    top.set_ylabel('loss')
+    top.set_title(f'batch outliers (circled) at the same steps in runs sharing a data order, steps {window[0]}-'
+                  f'{window[1]}', fontsize=10)
+    top.legend(fontsize=8, loc='upper right')
+    raster.set_yticks(range(len(runs)), [name for name, _, _ in runs], fontsize=7)
+    raster.set_ylim(-0.7, len(runs) - 0.3)
+    raster.set_xlabel('step (batch): every batch outlier of each run')
+    fig.tight_layout()
+    return save_figure(fig, out)

@@ -19,7 +19,7 @@ median absolute deviation) is ``noise``: ``gaussian`` (log-normal, mild AR(1)), 
 eval stream, with less noise).
 
 The labels follow the detector's definitions, and the generator keeps clear of their boundaries, so that each
-label is unambiguous: a spike stays at least 1.3 spike thresholds high for at least 4 points; a fast spike is
+label is unambiguous: a spike stays at least 1.3 spike thresholds high for at least 4 points in a row; a fast spike is
 back within 3% of the curve at most 100 steps after its onset, a slow one 300-1500 steps after (the boundary is
 150); a not-recovering level is at least 8% up; an outlier is at least 1.5 thresholds high.
 :func:`random_labeled_suite` draws one family and sampling; :func:`benchmark_suite` all of them.
@@ -380,13 +380,15 @@ def _random_events(rng: np.random.Generator, kind: str, span: int, noise: float,
 
 
 def _tall_enough(rng: np.random.Generator, spec: EventSpec, noise: float, interval: int) -> EventSpec:
-    """Raises a spike's height (up to +150%) until at least 4 points are 1.3 thresholds high; redraws its duration
-    if that is not enough."""
+    """Raises a spike's height (up to +150%) until at least 4 points in a row are 1.3 thresholds high; lengthens its
+    decay if that is not enough."""
     need = 1.3 * _threshold(noise)
     while True:
         grid = spec.onset_step + interval * np.arange(200)
         for _ in range(12):
-            if (spec.log_excess(grid) > need).sum() >= 4:
+            high = spec.log_excess(grid) > need
+            start = int(np.argmax(high))  # the first high point; then at least 4 in a row
+            if high[start:start + 4].all():
                 return spec
             spec = replace(spec, height=min(1.5, (1.0 + spec.height) * 1.25 - 1.0))
         spec = replace(spec, recovery_steps=int(spec.recovery_steps * 1.3) + interval, rise_steps=1)
