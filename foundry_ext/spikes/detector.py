@@ -43,24 +43,8 @@ from foundry_ext.spikes.statistics import Stats, StatsConfig, Trace, advance, en
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    'BATCH_OUTLIER',
-    'DIVERGENCE',
-    'EVENT_KINDS',
-    'FAST_RECOVERING',
-    'LossEvent',
-    'NOT_RECOVERING',
-    'RECOVERING_KINDS',
-    'SLOW_RECOVERING',
-    'SPIKE',
-    'STATUS_OPEN',
-    'STATUS_RESOLVED',
-    'STATUS_TRUNCATED',
-    'SpikeDetector',
-    'TrendCurve',
-    'detect_events',
-    'run_detector',
-]
+# The kinds, statuses and records are defined in foundry_ext.spikes.events; importing them from here still works.
+__all__ = ['SpikeDetector', 'detect_events', 'run_detector']
 
 _STATE_VERSION = 2
 # Points above the threshold in a row that make a spike rather than an outlier.
