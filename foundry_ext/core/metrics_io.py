@@ -84,12 +84,22 @@ def _one_metric(path: Path, key: str) -> Optional[Series]:
                            dtype=np.float64, ndmin=2)
         steps, values = table[:, 0], table[:, 1]
     else:
-        text = re.sub(r'\n\s*(?=\n)', '', path.read_text().strip())  # no blank lines: one object per line
-        rows = json.loads('[' + text.replace('\n', ',') + ']') if text else []
-        pairs = [(row['step'], row[key]) for row in rows if row.get('step') is not None and row.get(key) is not None]
-        if not pairs:
-            return None
-        steps, values = (np.array(column, dtype=np.float64) for column in zip(*pairs))
+        text = path.read_text()
+        quoted = json.dumps(key)
+        # Lines as the jsonl logger writes them ({"step": N, ..., "<key>": value, ...}) are read by one regular
+        # expression; if it does not account for every occurrence of the key, the whole file is parsed as JSON.
+        found = re.findall(r'^\{\s*"step"\s*:\s*(-?\d+)\s*,[^\n]*?' + re.escape(quoted) +
+                           r'\s*:\s*("?)(-?[\w.+-]+)\2\s*[,}]', text, flags=re.M)
+        if found and len(found) == text.count(quoted):
+            steps = np.array([f[0] for f in found], dtype=np.float64)
+            values = np.array([float(f[2]) for f in found])
+        else:
+            lines = re.sub(r'\n\s*(?=\n)', '', text.strip())  # no blank lines: one object per line
+            rows = json.loads('[' + lines.replace('\n', ',') + ']') if lines else []
+            pairs = [(row['step'], row[key]) for row in rows if row.get('step') is not None and row.get(key) is not None]
+            if not pairs:
+                return None
+            steps, values = (np.array(column, dtype=np.float64) for column in zip(*pairs))
     if not len(steps):
         return None
     # Sorted by step; a later row for a step replaces an earlier one.

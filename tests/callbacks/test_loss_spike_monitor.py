@@ -316,3 +316,27 @@ def test_stop_is_agreed_on_by_all_ranks(tmp_path):
     rows = _spiky_data().tensors[0][70 * BATCH:71 * BATCH]  # both ranks' samples of batch 70, gathered by rank
     by_rank = [row_fingerprints(rows[rank::2]).tolist() for rank in range(2)]
     assert outlier['above_steps'] == [70] and outlier['batches'][0]['fingerprints'] == by_rank[0] + by_rank[1]
+
+
+class _NoSyncMonitor(LossSpikeMonitor):
+    """Keeps each batch's identity with CUDA's sync debug mode on: any device-to-host synchronisation raises."""
+
+    def _keep_batch(self, state, step):
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            super()._keep_batch(state, step)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+
+
+@pytest.mark.gpu
+def test_keeping_batch_identities_does_not_synchronise_the_gpu():
+    data = _spiky_data()
+    on_gpu = TensorDataset(*(tensor.cuda() for tensor in data.tensors))  # the batch stays on the device
+    row_fingerprints(on_gpu.tensors[0][:BATCH])  # the hash weights are built once, outside the check
+    monitor = _NoSyncMonitor(detector=DETECTOR)
+    trainer = _trainer(on_gpu, monitor, device='gpu')
+    trainer.fit()
+    [outlier] = [e for e in monitor.outliers.items()]
+    assert outlier == (LOSS, 1)
+    assert all(fp.is_cuda for fp, _, _ in monitor._batches.values())
