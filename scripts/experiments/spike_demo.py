@@ -6,11 +6,11 @@ a multiple of the scheduled LR, which make real spikes) and batches of random to
 (:class:`~foundry_ext.testing.garbage_batch.GarbageBatch`: batch outliers). Then ``analyze-loss`` runs over each
 run's ``metrics.jsonl``, next to the online events (``loss_events.jsonl`` in the save folder).
 
-Run from the repository root; it writes ``docs/spike_real_clean.png`` and ``docs/spike_real_provoked.png`` and
-prints what the detector found online and offline::
+Run from the repository root; it writes ``docs/spike_real_provoked.png`` (and ``docs/spike_real_clean.png``
+unless ``--no-clean``) and prints what the detector found online and offline. The run in ``docs/loss_spikes.md``::
 
-    python scripts/experiments/spike_demo.py --max-duration 500 --jump 200:2:5 --jump 300:3:20 --jump 400:4:60 \
-        --garbage 130
+    python scripts/experiments/spike_demo.py --no-clean --max-duration 400 --jump 150:2:5 --jump 220:3:20 \
+        --jump 320:4:60 --garbage 100 scheduler.t_decay=100ba
 """
 
 from __future__ import annotations
