@@ -35,15 +35,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from foundry_ext.spikes.events import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
-                                       RECOVERING_KINDS, SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED,
-                                       STATUS_TRUNCATED, LossEvent, TrendCurve, event_of, outlier_event)
+from foundry_ext.spikes.events import (  # noqa: F401  kinds re-exported: importing them from here still works
+    BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING, RECOVERING_KINDS, SLOW_RECOVERING, SPIKE,
+    STATUS_OPEN, STATUS_RESOLVED, STATUS_TRUNCATED, LossEvent, TrendCurve, event_of, outlier_event)
 from foundry_ext.spikes.follow import RECOVERED, close_spike, follow, open_spike
 from foundry_ext.spikes.statistics import Stats, StatsConfig, Trace, advance, encode_float, project
 
 log = logging.getLogger(__name__)
 
-# The kinds, statuses and records are defined in foundry_ext.spikes.events; importing them from here still works.
+# The kinds, statuses and records live in foundry_ext.spikes.events.
 __all__ = ['SpikeDetector', 'detect_events', 'run_detector']
 
 _STATE_VERSION = 2
