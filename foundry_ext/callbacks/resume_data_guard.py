@@ -22,10 +22,8 @@ A violation warns or raises :class:`ResumeDataError`, naming the likely cause an
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -41,14 +39,14 @@ from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.errors import ConfigError, choice, fraction, whole
 from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metric_names import RESUME_DATA_GUARD_PREFIX
+from foundry_ext.data.fingerprints import find_batch_tensor, row_fingerprints
 
 log = logging.getLogger(__name__)
 
-__all__ = ['ResumeDataError', 'ResumeDataGuard', 'row_fingerprints']
+__all__ = ['ResumeDataError', 'ResumeDataGuard']
 
 _KEY = 'callbacks.resume_data_guard'
 _STATE_VERSION = 1
-_PRIME = 2**31 - 1  # modulus of the two row hashes; each 31-bit half keeps every product inside int64
 # StreamingDataset attributes that define the global sample order (with the global batch size).
 _STREAMING_ORDER_KEYS = ('shuffle', 'shuffle_algo', 'shuffle_seed', 'shuffle_block_size', 'num_canonical_nodes',
                          'partition_algo', 'sampling_method', 'epoch_size')
@@ -61,43 +59,6 @@ _LIKELY_CAUSES = (
 
 class ResumeDataError(RuntimeError):
     """Raised when the data after a resume does not continue the checkpointed run's data stream."""
-
-
-@functools.lru_cache(maxsize=8)
-def _hash_weights(width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two fixed vectors of weights in [1, _PRIME), from splitmix64: the same in every process and version."""
-    x = (np.arange(2 * width, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    weights = torch.from_numpy((x % np.uint64(_PRIME - 1) + np.uint64(1)).astype(np.int64)).to(device)
-    return weights[:width], weights[width:]
-
-
-def row_fingerprints(tensor: torch.Tensor) -> torch.Tensor:
-    """62-bit fingerprints of the rows (first dimension) of ``tensor``, computed on its device.
-
-    Each row's bytes, read as 8/16/32-bit words, go through two polynomial hashes modulo ``2**31 - 1`` with
-    fixed weights. The result is deterministic across processes, devices and runs (unlike Python's salted
-    ``hash``), and only a vector of one int64 per row has to leave the device. Two different rows collide
-    with probability about ``2**-62``. Fingerprints identify bytes: the same token ids stored as int32 and as
-    int64 fingerprint differently.
-
-    Args:
-        tensor (torch.Tensor): A batch, e.g. ``input_ids`` of shape ``(batch, seq_len)``; a 0-d tensor is one row.
-
-    Returns:
-        torch.Tensor: int64 fingerprints in ``[0, 2**62)``, one per row, on ``tensor``'s device.
-    """
-    rows = tensor.reshape(tensor.shape[0] if tensor.dim() else 1, -1).contiguous()
-    word = {1: torch.int8, 2: torch.int16}.get(rows.element_size(), torch.int32)
-    words = rows.view(word).to(torch.int64)  # |word| < 2**31 and weight < 2**31: products fit in int64
-    w1, w2 = _hash_weights(words.shape[1], words.device)
-    h1 = (words * w1).remainder_(_PRIME).sum(dim=1).remainder_(_PRIME)
-    h2 = (words * w2).remainder_(_PRIME).sum(dim=1).remainder_(_PRIME)
-    return h1 * 2**31 + h2
 
 
 def _warn_on_rank_zero(message: str) -> None:
@@ -279,25 +240,14 @@ class ResumeDataGuard(Callback):
         self._position = (int(ts.epoch), int(ts.batch_in_epoch), int(ts.sample_in_epoch))
 
     def _batch_tensor(self, batch: Any) -> torch.Tensor:
-        if isinstance(batch, torch.Tensor):
-            return batch
-        if self.batch_key is not None:
-            try:
-                tensor = batch[self.batch_key]
-            except (KeyError, IndexError, TypeError):
-                tensor = None
-            if not isinstance(tensor, torch.Tensor):
-                raise ConfigError(f'{_KEY}.batch_key={self.batch_key!r}: the batch ({type(batch).__name__}) has no '
-                                  f'tensor there. Set batch_key to a key or index of a tensor in the batch.')
+        tensor = find_batch_tensor(batch, self.batch_key)
+        if tensor is not None:
             return tensor
-        if isinstance(batch, Mapping) and isinstance(batch.get('input_ids'), torch.Tensor):
-            return batch['input_ids']
-        values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, Sequence) else ()
-        for value in values:
-            if isinstance(value, torch.Tensor):
-                return value
+        if self.batch_key is not None:
+            raise ConfigError(f'{_KEY}.batch_key={self.batch_key!r}: the batch ({type(batch).__name__}) has no '
+                              f'tensor there. Set batch_key to a key or index of a tensor in the batch.')
         raise ConfigError(f'{_KEY}.batch_key is unset and the batch ({type(batch).__name__}) has no input_ids and no '
-                          f'tensor at the top level: set batch_key to the key or index of the tensor to fingerprint.')
+                         f'tensor at the top level: set batch_key to the key or index of the tensor to fingerprint.')
 
     def _gather(self, fingerprints: torch.Tensor, state: State) -> torch.Tensor:
         """All ranks' fingerprints as one ``(world, 1 + capacity)`` tensor: a row count, then the padded rows."""

@@ -6,8 +6,9 @@ import torch
 from composer.loggers import InMemoryLogger
 from torch.utils.data import DataLoader
 
-from foundry_ext.callbacks.resume_data_guard import ResumeDataError, ResumeDataGuard, row_fingerprints
+from foundry_ext.callbacks.resume_data_guard import ResumeDataError, ResumeDataGuard
 from foundry_ext.core.checkpoint_state import unpack_state
+from foundry_ext.data.fingerprints import row_fingerprints
 from tests.conftest import foundry_run, tiny_trainer
 
 LOGGER = 'foundry_ext.callbacks.resume_data_guard'
