@@ -18,8 +18,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # Sub-apps import only typer and metric names here; their commands import what they need.
 from foundry_ext.cli.collapse import app as collapse_app  # noqa: E402
 from foundry_ext.cli.errors import USER_ERRORS, error_message  # noqa: E402
+from foundry_ext.cli.loss_law import app as loss_law_app  # noqa: E402
 
 app.add_typer(collapse_app, name='collapse')
+app.add_typer(loss_law_app, name='loss-law')
 
 
 @app.command(context_settings={'allow_extra_args': True, 'ignore_unknown_options': True})

@@ -32,10 +32,11 @@ from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LR_FLOOR', 'Design', 'build_design']
+__all__ = ['LR_FLOOR', 'Design', 'build_design', 'design_chunks']
 
 LR_FLOOR = 1e-4
 _RESOLUTION = 512
+_CHUNK = 512  # evaluated steps per design in design_chunks: pairs grow with steps x bins
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,10 @@ def build_design(schedule: LRSchedule, steps: np.ndarray, resolution: int = _RES
     pair_area = np.maximum(area[pair_point] - mean_area[pair_bin], 0.0)
     pair_steps = np.maximum(steps[pair_point] - mean_step[pair_bin], 0.0)
     return Design(steps, area, drop, log_lr, pair_point, pair_bin, pair_area, pair_steps)
+
+
+def design_chunks(schedule: LRSchedule, steps: np.ndarray, chunk: int = _CHUNK) -> list[Design]:
+    """:func:`build_design` over consecutive groups of at most ``chunk`` steps, so that memory stays bounded for
+    any number of steps (each group cuts the bins only at its own steps)."""
+    steps = np.asarray(steps, dtype=float)
+    return [build_design(schedule, steps[i:i + chunk]) for i in range(0, max(steps.size, 1), chunk)]

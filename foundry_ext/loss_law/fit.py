@@ -204,33 +204,36 @@ def fit_law(
     """
     fixed = dict(fixed or {})
     decay_identified = any(run.decayed_points() >= _MIN_POINTS_AFTER_DECAY for run in runs)
-    decay_free = decay_identified and not any(name in fixed for name in law.decay)
+    scale = law.internal[law.scale_index]
     if start is not None:
         candidates = [np.asarray(start, dtype=float)]
     else:
         candidates = law.screen([r.design for r in runs], [r.losses for r in runs], [r.counts for r in runs],
-                                decay=decay_free, keep=starts)
+                                decay=decay_identified and scale not in fixed, keep=starts)
     if not candidates:
         fail('no starting point of the grid gives a positive power-law term: the losses do not fall as the LR '
              'area grows. Fit runs whose loss decreases (after warmup), with the loss key of a loss.')
-    base = candidates[0].copy()
-    if not decay_free:
-        base[law.scale_index] = law.lower[law.scale_index]  # decay term off unless given
-    for name, value in fixed.items():
-        base[law.internal.index(name)] = value
-    free = np.array([name not in fixed and (decay_free or name not in law.decay) for name in law.internal])
+    free = np.array([name not in fixed and (decay_identified or name not in law.decay) for name in law.internal])
+    candidates = [c.copy() for c in candidates]
+    for candidate in candidates:
+        if not decay_identified and scale not in fixed:
+            candidate[law.scale_index] = law.lower[law.scale_index]  # decay term off unless given
+        for name, value in fixed.items():
+            candidate[law.internal.index(name)] = value
+    base = candidates[0]
     lower, upper = np.array(law.lower)[free], np.array(law.upper)[free]
     if free[0]:
         upper[0] = min(upper[0], min(float(r.losses.min()) for r in runs))  # L0 below every loss
     objective = _Objective(law, runs, free, base)
     start_residuals = objective.residuals(np.clip(base[free], lower + 1e-9, upper - 1e-9))
     huber = _HUBER_K * max(1.4826 * float(np.median(np.abs(start_residuals))), 1e-5)
-    best_x, best_cost = base[free], np.inf
+    best_theta, best_cost = base, np.inf
     for candidate in candidates:
+        objective = _Objective(law, runs, free, candidate)
         x, cost = _solve(objective, candidate[free], lower, upper, huber, max_nfev)
         if cost < best_cost:
-            best_x, best_cost = x, cost
-    theta = objective.theta(best_x)
+            best_theta, best_cost = objective.theta(x), cost
+    theta = best_theta
     fitted = [law.evaluate(theta, r.design) for r in runs]
     run_rmse = {r.name: float(np.sqrt(np.mean(((p - r.losses) / r.losses)**2))) for r, p in zip(runs, fitted)}
     samples = _bootstrap(law, runs, free, theta, fitted, lower, upper, huber, n_boot, seed)

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.stats import norm
 
 from foundry_ext.core.errors import fail
-from foundry_ext.loss_law.design import build_design
+from foundry_ext.loss_law.design import design_chunks
 from foundry_ext.loss_law.fit import MIN_DECAY
 from foundry_ext.loss_law.law_file import LossLaw
 from foundry_ext.loss_law.schedule import LRSchedule
@@ -148,12 +148,16 @@ def predict(law: LossLaw, schedule: LRSchedule, steps: Optional[np.ndarray] = No
     """
     check_schedule(law, schedule, source, tokens_per_step)
     steps = curve_steps(schedule) if steps is None else np.asarray(steps, dtype=float)
-    design = build_design(schedule.scaled(1.0 / law.lr_ref), steps)
+    designs = design_chunks(schedule.scaled(1.0 / law.lr_ref), steps)
     model = law.model
+
+    def curve(theta: np.ndarray) -> np.ndarray:
+        return np.concatenate([model.evaluate(theta, design) for design in designs])
+
     with np.errstate(over='ignore', invalid='ignore'):
-        center = model.evaluate(law.theta, design)
-        boot = np.array([model.evaluate(t, design) for t in law.replicate_thetas('samples')])
-        jack = np.array([model.evaluate(t, design) for t in law.replicate_thetas('jackknife')])
+        center = curve(law.theta)
+        boot = np.array([curve(t) for t in law.replicate_thetas('samples')])
+        jack = np.array([curve(t) for t in law.replicate_thetas('jackknife')])
     sigma_boot = boot.std(axis=0) if boot.size else np.zeros_like(center)
     sigma_jack = _spread(jack) if jack.size else np.zeros_like(center)
     half = norm.ppf(0.5 + law.interval / 2.0) * np.sqrt(sigma_boot**2 + sigma_jack**2)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -35,8 +35,8 @@ from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['PUBLIC_LOSS', 'PUBLIC_LR', 'Run', 'join_branches', 'load_run', 'load_runs', 'read_schedule',
-           'resolve_keys']
+__all__ = ['PUBLIC_LOSS', 'PUBLIC_LR', 'LRHistory', 'Run', 'find_main', 'join_branches', 'load_run', 'load_runs',
+           'read_schedule', 'resolve_keys']
 
 PUBLIC_LOSS = 'loss'  # the column names of public CSV exports
 PUBLIC_LR = 'lr'
@@ -174,18 +174,34 @@ def load_run(path: Union[str, Path], loss_key: Optional[str] = None, lr_key: Opt
                resolved_lr, _tokens_per_step(file))
 
 
+class LRHistory(Protocol):
+    """Anything with a name and logged LRs: a :class:`Run`, or a fitted run's knots in a law file."""
+    name: str
+    lr_steps: np.ndarray
+    lrs: np.ndarray
+    joined_to: Optional[str]
+
+
+def find_main(start: float, first_lr: float, candidates: Sequence[LRHistory]) -> Optional[LRHistory]:
+    """The run that a run whose LR is first logged at ``start`` (as ``first_lr``) branched from, if any.
+
+    See the module docstring for the rule.
+    """
+    partners = [c for c in candidates
+                if c.lr_steps[0] <= 0.5 * start and c.lr_steps[-1] >= start
+                and _JOIN_BELOW * np.interp(start, c.lr_steps, c.lrs) <= first_lr
+                <= _JOIN_ABOVE * np.interp(start, c.lr_steps, c.lrs)]
+    return min(partners, key=lambda c: (c.joined_to is not None, c.lr_steps[0], -c.lr_steps[-1]), default=None)
+
+
 def join_branches(runs: Sequence[Run]) -> list[Run]:
     """Gives each run that starts late the LR history of the run it branched from (see the module docstring)."""
-    by_start = sorted(range(len(runs)), key=lambda i: runs[i].own_start)
     joined: dict[int, Run] = {}
-    for i in by_start:
+    for i in sorted(range(len(runs)), key=lambda i: runs[i].own_start):
         run = runs[i]
         start = run.own_start
-        partners = [joined[j] for j in joined
-                    if joined[j].lr_steps[0] <= 0.5 * start and joined[j].lr_steps[-1] >= start
-                    and _JOIN_BELOW * joined[j].lr_at(start) <= run.lrs[0] <= _JOIN_ABOVE * joined[j].lr_at(start)]
-        if partners:
-            main = min(partners, key=lambda p: (p.joined_to is not None, p.lr_steps[0], -p.lr_steps[-1]))
+        main = find_main(start, float(run.lrs[0]), list(joined.values()))
+        if main is not None:
             before = main.lr_steps < start
             run = Run(run.name, run.source, run.loss_steps, run.losses,
                       np.concatenate([main.lr_steps[before], run.lr_steps]),
