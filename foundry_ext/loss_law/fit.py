@@ -42,7 +42,7 @@ from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['FitResult', 'FitRun', 'MIN_DECAY', 'fit_law', 'jackknife', 'window_means']
+__all__ = ['FitResult', 'FitRun', 'MIN_DECAY', 'fit_law', 'identifies_decay', 'jackknife', 'window_means']
 
 MIN_DECAY = 0.1  # of the peak LR: the least decay that identifies the decay term
 _MIN_POINTS_AFTER_DECAY = 3
@@ -55,9 +55,10 @@ def window_means(steps: np.ndarray, losses: np.ndarray, max_points: int,
                  schedule: Optional[LRSchedule] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Averages ``(steps, losses)`` over at most ``max_points`` windows of consecutive points.
 
-    Windows hold equal numbers of points, except that with a ``schedule`` an LR change counts as much as points:
-    the edges are equally spaced in (point index / number of points + LR change so far / peak LR), so a decay
-    gets as many windows as the steps before it, and windows resolve it.
+    The loss falls fastest early and where the LR changes, and there a window's mean loss is furthest from the loss
+    at its mean step. So the window edges are equally spaced in a progress that adds, each counting as much as the
+    others: the fraction of points, the fraction of log(step), and (with a ``schedule``) the LR change so far over
+    the peak LR. Early steps and decays get narrow windows, a long stable phase wide ones.
 
     Returns:
         tuple: Mean step, mean loss and number of losses of each window.
@@ -66,6 +67,9 @@ def window_means(steps: np.ndarray, losses: np.ndarray, max_points: int,
     if steps.size <= max_points:
         return steps, losses, np.ones_like(steps)
     progress = np.arange(steps.size) / steps.size
+    first = max(steps[0], 1.0)
+    if steps[-1] > first:
+        progress = progress + np.log(np.maximum(steps, first) / first) / np.log(steps[-1] / first)
     if schedule is not None and schedule.peak > 0:
         change = np.concatenate([[0.0], np.cumsum(np.abs(np.diff(schedule.lr)))]) / schedule.peak
         progress = progress + np.interp(steps, np.arange(schedule.n, dtype=float), change)
@@ -180,6 +184,11 @@ def _solve(objective: _Objective, x0: np.ndarray, lower: np.ndarray, upper: np.n
     return result.x, cost
 
 
+def identifies_decay(runs: Sequence[FitRun]) -> bool:
+    """Whether some run has enough fitted points after a decay of at least ``MIN_DECAY`` to fit the decay term."""
+    return any(run.decayed_points() >= _MIN_POINTS_AFTER_DECAY for run in runs)
+
+
 def fit_law(
     law: Law,
     runs: Sequence[FitRun],
@@ -203,7 +212,7 @@ def fit_law(
         start (np.ndarray, optional): One internal starting point instead of the grid (e.g. a previous fit).
     """
     fixed = dict(fixed or {})
-    decay_identified = any(run.decayed_points() >= _MIN_POINTS_AFTER_DECAY for run in runs)
+    decay_identified = identifies_decay(runs)
     scale = law.internal[law.scale_index]
     if start is not None:
         candidates = [np.asarray(start, dtype=float)]
@@ -222,8 +231,8 @@ def fit_law(
             candidate[law.internal.index(name)] = value
     base = candidates[0]
     lower, upper = np.array(law.lower)[free], np.array(law.upper)[free]
-    if free[0]:
-        upper[0] = min(upper[0], min(float(r.losses.min()) for r in runs))  # L0 below every loss
+    if free[0]:  # a decay takes the loss below L0 (the constant-LR asymptote), so L0 is only kept below the start
+        upper[0] = min(upper[0], max(float(r.losses.max()) for r in runs))
     objective = _Objective(law, runs, free, base)
     start_residuals = objective.residuals(np.clip(base[free], lower + 1e-9, upper - 1e-9))
     huber = _HUBER_K * max(1.4826 * float(np.median(np.abs(start_residuals))), 1e-5)
@@ -251,8 +260,7 @@ def jackknife(result: FitResult, runs: Sequence[FitRun]) -> np.ndarray:
     rows = []
     for i in range(len(runs)):
         rest = [r for j, r in enumerate(runs) if j != i]
-        if result.decay_identified and not result.fixed and not any(
-                r.decayed_points() >= _MIN_POINTS_AFTER_DECAY for r in rest):
+        if result.decay_identified and not result.fixed and not identifies_decay(rest):
             continue
         refit = fit_law(result.law, rest, fixed=result.fixed, n_boot=0, start=result.theta)
         rows.append(refit.theta)

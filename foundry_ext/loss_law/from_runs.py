@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from foundry_ext.core.errors import fail
-from foundry_ext.loss_law.fit import FitRun, fit_law, jackknife, window_means
+from foundry_ext.loss_law.fit import MIN_DECAY, FitRun, fit_law, identifies_decay, jackknife, window_means
 from foundry_ext.loss_law.law_file import FittedRun, LossLaw
 from foundry_ext.loss_law.laws import get_law
 from foundry_ext.loss_law.runs import Run
@@ -56,6 +56,7 @@ def fit_runs(
     interval: float = 0.9,
     fixed: Optional[dict[str, float]] = None,
     seed: int = 0,
+    prior: Optional[LossLaw] = None,
 ) -> LossLaw:
     """Fits a law to runs (already joined) and returns it with its replicates and a record of the runs.
 
@@ -68,6 +69,8 @@ def fit_runs(
         interval (float): Level of the intervals the law's predictions report.
         fixed (dict[str, float], optional): Internal parameters to hold (see :func:`~foundry_ext.loss_law.fit.fit_law`).
         seed (int): Bootstrap seed.
+        prior (LossLaw, optional): A law of the same kind fitted on runs that decayed: when no run here decays, its
+            decay parameters are held (areas then count at its ``lr_ref``) instead of leaving the decay term off.
     """
     law = get_law(law_name)
     keys = {(run.loss_key, run.lr_key) for run in runs}
@@ -78,18 +81,28 @@ def fit_runs(
     if len(tokens) > 1:
         fail(f'the runs have different tokens per step ({sorted(tokens)}, from their config.yaml): their steps are of '
              f'different sizes, so one law cannot describe them. Fit runs with one batch size and sequence length.')
-    lr_ref = max(float(run.lrs.max()) for run in runs)
+    lr_ref = prior.lr_ref if prior is not None else max(float(run.lrs.max()) for run in runs)
     inputs = fit_inputs(runs, lr_ref, fit_from, max_points)
-    n_free = len(law.internal) - len(fixed or {})
+    fixed = dict(fixed or {})
+    if prior is not None and not identifies_decay(inputs):
+        if prior.law != law.name or not prior.decay_identified:
+            fail(f'the prior law ({prior.law}, decay identified: {prior.decay_identified}) cannot stand in for the '
+                 f'decay term of a {law.name} law: give a {law.name} law fitted on runs that decay.')
+        theta = prior.theta
+        fixed.update({name: float(theta[law.internal.index(name)]) for name in law.decay})
+        log.info('No run decays its LR: the decay term is held at the prior law\'s (%s).',
+                 ', '.join(f'{n}={prior.params[n]:.4g}' for n in law.names if n not in ('L0', 'A', 'alpha')))
+    identified = identifies_decay(inputs) or all(name in fixed for name in law.decay)
+    n_free = sum(name not in fixed and (identified or name not in law.decay) for name in law.internal)
     total = sum(r.steps.size for r in inputs)
     if total < 2 * n_free:
         fail(f'{total} loss points in all for {n_free} parameters of the {law.name} law; give at least {2 * n_free} '
              f'(longer runs, more frequent logging, or more runs).')
-    result = fit_law(law, inputs, fixed=fixed, n_boot=n_boot, seed=seed)
-    if not result.decay_identified and not fixed:
+    result = fit_law(law, inputs, fixed=fixed or None, n_boot=n_boot, seed=seed)
+    if not identified:
         log.warning('No run decays its LR by %.0f%% or more after warmup, so the decay term cannot be fitted and is '
                     'left out: this law predicts constant-LR training only. Add a run that decays (a branch) to '
-                    'predict decays.', 100 * 0.1)
+                    'predict decays.', 100 * MIN_DECAY)
     jack = jackknife(result, inputs)
     fitted_runs = [
         FittedRun(run.name, run.source, int(fit.steps[0]), run.final_step, int(fit.steps.size),
@@ -104,7 +117,7 @@ def fit_runs(
         samples=[[float(law.to_natural(t)[n]) for n in names] for t in result.samples],
         jackknife=[[float(law.to_natural(t)[n]) for n in names] for t in jack],
         lr_ref=lr_ref,
-        decay_identified=result.decay_identified or bool(fixed),
+        decay_identified=identified,
         loss_key=runs[0].loss_key,
         lr_key=runs[0].lr_key,
         interval=interval,

@@ -89,7 +89,8 @@ class LossLaw:
         """Internal parameter vectors of the ``'samples'`` (bootstrap) or ``'jackknife'`` replicates."""
         model = self.model
         rows = getattr(self, which)
-        return np.array([model.from_natural(dict(zip(model.names, row))) for row in rows]).reshape(len(rows), -1)
+        return np.array([model.from_natural(dict(zip(model.names, row))) for row in rows]).reshape(len(rows),
+                                                                                                   len(model.internal))
 
     def to_dict(self) -> dict[str, Any]:
         return {'format': FORMAT, 'version': VERSION, **asdict(self)}
