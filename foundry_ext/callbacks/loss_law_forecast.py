@@ -243,38 +243,57 @@ class LossLawForecast(Callback):
             return
         self._last_forecast = step
         main = self.history.run(_MAIN, self.loss_key)
-        if main is None or main.loss_steps.size < 5:
+        if main is None or main.loss_steps.size < MIN_POINTS:
             return
-        runs = join_branches([main, *self._branch_runs()])
+        group = state.optimizers[0].param_groups[0]
+        samples, tokens = self._per_batch(state)
+        metrics = self.forecast(main, self._branch_runs(), step, float(group['lr']),
+                                float(group.get('initial_lr', group['lr'])), samples, tokens,
+                                self._own_schedule(state, samples, tokens))
+        if metrics:
+            logger.log_metrics(metrics)
+
+    def forecast(self, main: Run, branches: Sequence[Run], step: int, current_lr: float, initial_lr: float,
+                 samples: int, tokens: int, own: Optional[np.ndarray]) -> dict[str, float]:
+        """The metrics of one forecast at ``step`` (no Composer state: also what the overhead benchmark times).
+
+        Args:
+            main (Run): This run's history.
+            branches (Sequence[Run]): Branch runs found (those starting after ``step`` wait).
+            step (int): The current timestamp: updates ``0 .. step-1`` are done.
+            current_lr (float): The LR of update ``step``.
+            initial_lr (float): ``optimizer.lr`` (the multipliers' unit).
+            samples (int): Samples per batch.
+            tokens (int): Tokens per batch.
+            own (np.ndarray, optional): The multiplier every update of this run's own schedule trains at.
+        """
+        # A branch can only continue history this run has: one that starts later (a replay of a run) waits.
+        runs = join_branches([main, *(r for r in branches if r.own_start < step)])
         runs = [runs[0], *(r for r in runs[1:] if self._is_branch(r) and r.loss_steps.size >= MIN_POINTS)]
         try:
             law = fit_runs(runs, self.law_name, max_points=self.max_points, n_boot=self.bootstrap, interval=self.level,
                            prior=self.prior)
         except ConfigError as err:
             self._warn_once('fit', 'no forecast yet: %s', err)
-            return
+            return {}
         metrics = {f'{LOSS_LAW_PREFIX}/fit_rmse': law.runs[0].rel_rmse, f'{LOSS_LAW_PREFIX}/fit_runs': len(runs)}
         history = LRSchedule.from_logged(main.lr_steps, main.lrs, end=step).lr
-        current = float(state.optimizers[0].param_groups[0]['lr'])  # the LR of update `step`
-        initial = float(state.optimizers[0].param_groups[0].get('initial_lr', current))
-        samples, tokens = self._per_batch(state)
         if law.decay_identified:
             for label, decay in self.decays.items():
                 length = batches_in(decay, samples, tokens, key=f'{WHERE}.decays')
                 tail = [decay_value(self._scheduler.decay_shape, (k - 1 - step) / length, self._scheduler.alpha_f)
                         for k in range(step + 1, step + length)]
-                schedule = LRSchedule(np.concatenate([history, [current], initial * np.array(tail)]))
+                schedule = LRSchedule(np.concatenate([history, [current_lr], initial_lr * np.array(tail)]))
                 self._log_final(metrics, f'decay_{label}', law, schedule)
         else:
             self._warn_once('identify', 'no fitted run decays its LR yet and no law file is given, so the gain of a '
                             'decay is unknown: loss_law/decay_* is not logged. Add finished branches (%s.branches) '
                             'or a law fitted on runs that decay (%s.law).', WHERE, WHERE)
-        own = self._own_schedule(state, samples, tokens)
         if own is not None and own.size > step:
-            schedule = LRSchedule(np.concatenate([history, initial * own[step:]]))
+            schedule = LRSchedule(np.concatenate([history, initial_lr * own[step:]]))
             if law.decay_identified or schedule.lr[step:].min() >= 0.9 * schedule.peak:
                 self._log_final(metrics, 'final', law, schedule)
-        logger.log_metrics(metrics)
+        return metrics
 
     def _log_final(self, metrics: dict[str, float], name: str, law: LossLaw, schedule: LRSchedule) -> None:
         try:
