@@ -48,6 +48,7 @@ MIN_DECAY = 0.1  # of the peak LR: the least decay that identifies the decay ter
 _MIN_POINTS_AFTER_DECAY = 3
 _HUBER_K = 1.345
 _BOOT_NFEV = 15  # a replicate starts at the fit, a few trust-region steps away from its own optimum
+_JACKKNIFE_NFEV = 50  # a run left out moves the optimum further than a bootstrap replicate
 _FIT_RESOLUTION = 128  # bins across a decay when fitting (evaluated steps add their own cuts)
 
 
@@ -262,7 +263,7 @@ def jackknife(result: FitResult, runs: Sequence[FitRun]) -> np.ndarray:
         rest = [r for j, r in enumerate(runs) if j != i]
         if result.decay_identified and not result.fixed and not identifies_decay(rest):
             continue
-        refit = fit_law(result.law, rest, fixed=result.fixed, n_boot=0, start=result.theta)
+        refit = fit_law(result.law, rest, fixed=result.fixed, n_boot=0, start=result.theta, max_nfev=_JACKKNIFE_NFEV)
         rows.append(refit.theta)
     return np.array(rows).reshape(len(rows), result.theta.size)
 

@@ -57,6 +57,7 @@ def fit_runs(
     fixed: Optional[dict[str, float]] = None,
     seed: int = 0,
     prior: Optional[LossLaw] = None,
+    start: Optional[np.ndarray] = None,
 ) -> LossLaw:
     """Fits a law to runs (already joined) and returns it with its replicates and a record of the runs.
 
@@ -71,6 +72,8 @@ def fit_runs(
         seed (int): Bootstrap seed.
         prior (LossLaw, optional): A law of the same kind fitted on runs that decayed: when no run here decays, its
             decay parameters are held (areas then count at its ``lr_ref``) instead of leaving the decay term off.
+        start (np.ndarray, optional): Internal parameters to start from instead of the grid (a previous fit of
+            nearly the same data: the live forecast refits as the run grows).
     """
     law = get_law(law_name)
     keys = {(run.loss_key, run.lr_key) for run in runs}
@@ -98,7 +101,7 @@ def fit_runs(
     if total < 2 * n_free:
         fail(f'{total} loss points in all for {n_free} parameters of the {law.name} law; give at least {2 * n_free} '
              f'(longer runs, more frequent logging, or more runs).')
-    result = fit_law(law, inputs, fixed=fixed or None, n_boot=n_boot, seed=seed)
+    result = fit_law(law, inputs, fixed=fixed or None, n_boot=n_boot, seed=seed, start=start)
     if not identified:
         log.warning('No run decays its LR by %.0f%% or more after warmup, so the decay term cannot be fitted and is '
                     'left out: this law predicts constant-LR training only. Add a run that decays (a branch) to '
