@@ -25,7 +25,8 @@ history as an uninterrupted one.
 **Forecast** (after each evaluation, or every ``interval`` batches, on rank 0). The law (:mod:`foundry_ext.loss_law`)
 is fitted on this run's history plus the branches found, each joined to this run (a branch that did not start
 from this run is skipped with a warning). A fit of the same runs as the last forecast starts from its parameters
-(every 8th starts from the grid again), which makes a forecast a fraction of a second. Then, at the current step ``t``, it logs through the run's loggers
+(every 8th starts from the grid again), which makes a forecast a fraction of a second. Then, at the current step
+``t``, it logs through the run's loggers
 
 * ``loss_law/decay_<d>`` with ``_lower`` / ``_upper``: the final loss of a branch that starts its decay now and
   decays over ``d`` with this run's ``decay_shape`` and ``alpha_f`` (exactly the schedule ``foundry-ext branch``
@@ -53,6 +54,7 @@ from composer.loggers import Logger
 from composer.utils import dist
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.once import warn_once
 from foundry_ext.core.errors import ConfigError, choice, fail, fraction, whole
 from foundry_ext.core.metric_names import LOSS_KEY, LOSS_LAW_PREFIX, is_eval_metric
 from foundry_ext.loss_law.from_runs import MIN_POINTS, fit_runs
@@ -352,11 +354,7 @@ class LossLawForecast(Callback):
         return True
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        if dist.get_global_rank() == 0:
-            log.warning(f'{WHERE}: {message}', *args)
+        warn_once(log, self._warned, key, f'{WHERE}: {message}', *args)
 
     def state_dict(self) -> dict[str, Any]:
         return pack_state({'version': _STATE_VERSION, 'history': self.history.state(), 'warned': sorted(self._warned)})

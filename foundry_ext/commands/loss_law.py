@@ -129,7 +129,8 @@ def predict_schedule(law_path: str, schedule: str, overrides: Sequence[str] = ()
     prediction = predict(law, sched, source=schedule, tokens_per_step=tokens)
     if out:
         lr = (np.arange(sched.n, dtype=float), sched.lr)
-        path = plot_prediction(prediction, lr, out, title=f'{Path(schedule).name}: {law.law} law ({Path(law_path).name})')
+        title = f'{Path(schedule).name}: {law.law} law ({Path(law_path).name})'
+        path = plot_prediction(prediction, lr, out, title=title)
         log.info('Wrote %s', path)
     return prediction
 

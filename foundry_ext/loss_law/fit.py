@@ -6,7 +6,8 @@ points when there are fewer), placed at their mean step; a window's weight is th
 **Objective.** The relative residuals :math:`r_j = \sqrt{w_j}\,(\hat L_j - L_j)/L_j` go through a Huber loss
 (quadratic within :math:`\delta`, linear beyond, so single-batch outliers and loss spikes pull little) with
 :math:`\delta = 1.345\,\hat\sigma`, :math:`\hat\sigma` the median absolute residual of the best starting point
-times 1.4826 (the noise it leaves, floored at ``1e-5``). Parameters are bounded (:class:`~foundry_ext.loss_law.laws.Law`).
+times 1.4826 (the noise it leaves, floored at ``1e-5``). Parameters are bounded
+(:class:`~foundry_ext.loss_law.laws.Law`).
 
 **Starts.** :meth:`~foundry_ext.loss_law.laws.Law.screen` solves the linear parameters on a grid of the nonlinear
 ones; the best ``starts`` grid points are each refined by ``scipy.optimize.least_squares`` (trust region,

@@ -202,7 +202,8 @@ class MomentumLaw(Law):
         s2 = design.per_point(drop * tau * (1.0 - decayed))
         # d/dtau [tau (1 - lambda^n)] = (1 - lambda^n) - n lambda^(n-1) / tau, with dlambda/dtau = 1 / tau^2.
         with np.errstate(invalid='ignore', divide='ignore'):
-            per_pair = (1.0 - decayed) - design.pair_steps * np.where(decayed > 0, decayed / (1.0 - 1.0 / tau), 0.0) / tau
+            previous = np.where(decayed > 0, decayed / (1.0 - 1.0 / tau), 0.0)  # lambda ** (s - k - 1)
+            per_pair = (1.0 - decayed) - design.pair_steps * previous / tau
         ds2 = design.per_point(drop * tau * np.nan_to_num(per_pair))
         return s2, ds2
 

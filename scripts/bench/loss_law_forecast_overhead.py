@@ -45,7 +45,8 @@ def _run(name: str, n: int, decay_start: int, peak: float, start: int = 0, every
     lr = np.where(step >= decay_start, np.clip(1 - (step - decay_start) / max(n - decay_start, 1), 0, 1), lr) * peak
     steps = np.arange(max(start, n // 100 + 1), n + 1, every, dtype=float)
     law = get_law('multi-power')
-    clean = np.concatenate([law.evaluate(law.from_natural(TRUE), d) for d in design_chunks(LRSchedule(lr / peak), steps)])
+    designs = design_chunks(LRSchedule(lr / peak), steps)
+    clean = np.concatenate([law.evaluate(law.from_natural(TRUE), d) for d in designs])
     loss = clean * np.exp(0.02 * np.random.default_rng(n).standard_normal(steps.size))
     lr_steps = np.arange(max(start, 1), n, every, dtype=float)
     return Run(name, name, steps, loss, lr_steps, lr[lr_steps.astype(int)], 'loss', 'lr')

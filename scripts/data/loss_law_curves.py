@@ -10,8 +10,9 @@ them with ``git show`` at a pinned commit, so the output is reproducible byte fo
   development set used to choose settings): the constant run and every cooldown (linear 10-90%, 1-sqrt 20%). Each
   W&B export becomes ``step,lr,loss,val_loss``: ``history.train`` (``iter``, ``train_lr``, ``train_loss``; every 50
   steps) and ``history.val`` (``iter``, ``val_loss``; every 200 steps) merged by step. A step logged twice (a
-  resumed run) keeps its last row. Cooldown files hold only the cooldown, as in the source (the first row is the
-  first logged step after the branch point); join them to the constant run for the LR before. The constant run's
+  resumed run) keeps its last row. Files hold what their source holds: most cooldowns resumed from the constant
+  run's checkpoint and start there (join them to the constant run for the LR before); the 80% and 90% ones ran
+  from step 0. The constant run's
   last row (step 50,000) logs ``train_lr`` 0, the scheduler's value after the run ended: that LR is dropped (its
   loss is kept), since no step ran at LR 0.
 
@@ -34,11 +35,13 @@ from pathlib import Path
 MPL_COMMIT = '8da9f1902602f3391b971a811e3cc51604541769'
 LRS_COMMIT = '8ace3a327a396fbd4998ff7615d54012eba71573'
 MPL_SIZES = ('25', '100', '400')
-_RUN = 'slimpajama_llama_norm_nlayers12_nhead12_lr{lr}_sched_wsd_warmup300_{decay}_iter50000_bs50x2_ws2_seed0_data_seed1337'
+_RUN = ('slimpajama_llama_norm_nlayers12_nhead12_lr{lr}_sched_wsd_warmup300_{decay}_iter50000_bs50x2_ws2_seed0_'
+        'data_seed1337')
 # output name -> (W&B run prefix, decay part of the name)
 LRS_RUNS = {
     'constant': ('stable-124m', 'decay_linear_0.0'),
-    **{f'cooldown-linear-{f}': (f'ann124-{f}', f'decay_linear_{f}') for f in ('0.1', '0.2', '0.4', '0.6', '0.8', '0.9')},
+    **{f'cooldown-linear-{f}': (f'ann124-{f}', f'decay_linear_{f}')
+       for f in ('0.1', '0.2', '0.4', '0.6', '0.8', '0.9')},
     'cooldown-1-sqrt-0.2': ('ann124-0.2', 'decay_sqrt_0.2'),
 }
 LRS_PEAKS = ('0.001', '0.0005')

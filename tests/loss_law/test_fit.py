@@ -6,7 +6,7 @@ from foundry_ext.loss_law.from_runs import fit_runs
 from foundry_ext.loss_law.predict import predict
 from foundry_ext.loss_law.runs import join_branches
 from foundry_ext.loss_law.schedule import LRSchedule
-from tests.loss_law.helpers import PEAK, TRUE, law_curve, synthetic_run, wsd_lr
+from tests.loss_law.helpers import TRUE, law_curve, synthetic_run, wsd_lr
 
 N = 20000
 
