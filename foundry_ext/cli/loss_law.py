@@ -33,8 +33,9 @@ def fit(
                                          "lr-<Optimizer>/group0, else an 'lr' column."),
     law: str = typer.Option('multi-power', '--law', help='multi-power (Luo et al. 2025) or momentum (Tissue et al. '
                             '2024).'),
-    fit_from: Optional[int] = typer.Option(None, '--fit-from', help='First step fitted in every run (default: the '
-                                           "end of each run's warmup)."),
+    fit_from: Optional[str] = typer.Option(None, '--fit-from', help="First step fitted in every run, or 'auto' "
+                                           '(chosen by cross-validation over the runs that decay); default the end '
+                                           "of each run's warmup."),
     bootstrap: int = typer.Option(32, '--bootstrap', help='Block-bootstrap refits behind the intervals.'),
     interval: float = typer.Option(0.9, '--interval', help='Level of the intervals of predictions.'),
     max_points: int = typer.Option(256, '--max-points', help='Loss windows per run (averages of logged points).'),

@@ -29,6 +29,7 @@ from foundry_ext.loss_law.plots import plot_branches, plot_prediction
 from foundry_ext.loss_law.predict import Prediction, predict
 from foundry_ext.loss_law.runs import find_main, load_runs, read_schedule
 from foundry_ext.loss_law.schedule import LRSchedule
+from foundry_ext.loss_law.select import choose_fit_from
 from foundry_ext.schedulers.preview import batch_size, config_multipliers, update_multipliers
 from foundry_ext.schedulers.shapes import DECAY_SHAPES
 from foundry_ext.schedulers.time_spec import batches_in, parse_steps, parse_time
@@ -49,16 +50,24 @@ class _Knots:
 
 
 def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: Optional[str] = None,
-        law: str = 'multi-power', fit_from: Optional[int] = None, bootstrap: int = 32, interval: float = 0.9,
+        law: str = 'multi-power', fit_from: Optional[str] = None, bootstrap: int = 32, interval: float = 0.9,
         max_points: int = 256) -> LossLaw:
-    """Fits a law on runs and writes it to ``out``; see :func:`~foundry_ext.loss_law.from_runs.fit_runs`."""
+    """Fits a law on runs and writes it to ``out``; see :func:`~foundry_ext.loss_law.from_runs.fit_runs`.
+
+    ``fit_from`` is a step, ``auto`` (chosen by cross-validation, :mod:`foundry_ext.loss_law.select`) or None (each
+    run's warmup end).
+    """
     choice(law, '--law', list(LAWS))
+    if fit_from is not None and fit_from != 'auto' and not str(fit_from).isdigit():
+        fail(f'--fit-from={fit_from!r} must be a step (e.g. 500) or auto.')
     if not 0.0 < interval < 1.0:
         fail(f'--interval={interval!r} must be a level in (0, 1), e.g. 0.9.')
     if bootstrap < 0 or max_points < 10:
         fail(f'--bootstrap={bootstrap} must be >= 0 and --max-points={max_points} >= 10.')
     loaded = load_runs(runs, loss_key, lr_key)
-    fitted = fit_runs(loaded, law, fit_from=fit_from, max_points=max_points, n_boot=bootstrap, interval=interval)
+    start = None if fit_from is None else int(fit_from) if fit_from != 'auto' else choose_fit_from(
+        loaded, law, max_points)[0]
+    fitted = fit_runs(loaded, law, fit_from=start, max_points=max_points, n_boot=bootstrap, interval=interval)
     write_law(fitted, out)
     return fitted
 
@@ -74,8 +83,9 @@ def format_fit(law: LossLaw, out: str) -> str:
     if not law.decay_identified:
         lines.append('  no run decays its LR: the decay term is off, so this law predicts constant-LR training only; '
                      'add a run that decays (a branch) to predict decays.')
-    lines.append(f'intervals: {law.interval:.0%}, from {law.fit["bootstrap"]} bootstrap and {law.fit["jackknife"]} '
-                 f'leave-one-run-out refits')
+    start = "the end of each run's warmup" if law.fit['fit_from'] is None else f'step {law.fit["fit_from"]}'
+    lines.append(f'fitted from {start}; intervals: {law.interval:.0%}, from {law.fit["bootstrap"]} bootstrap and '
+                 f'{law.fit["jackknife"]} leave-one-run-out refits')
     lines.append(f'wrote {out}')
     return '\n'.join(lines)
 

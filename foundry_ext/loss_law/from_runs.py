@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from foundry_ext.core.errors import fail
-from foundry_ext.loss_law.fit import MIN_DECAY, FitRun, fit_law, identifies_decay, jackknife, window_means
+from foundry_ext.loss_law.fit import MIN_DECAY, FitRun, fit_law, identifies_decay, window_means
+from foundry_ext.loss_law.fit import jackknife as run_jackknife
 from foundry_ext.loss_law.law_file import FittedRun, LossLaw
 from foundry_ext.loss_law.laws import get_law
 from foundry_ext.loss_law.runs import Run
@@ -58,6 +59,7 @@ def fit_runs(
     seed: int = 0,
     prior: Optional[LossLaw] = None,
     start: Optional[np.ndarray] = None,
+    jackknife: bool = True,
 ) -> LossLaw:
     """Fits a law to runs (already joined) and returns it with its replicates and a record of the runs.
 
@@ -74,6 +76,7 @@ def fit_runs(
             decay parameters are held (areas then count at its ``lr_ref``) instead of leaving the decay term off.
         start (np.ndarray, optional): Internal parameters to start from instead of the grid (a previous fit of
             nearly the same data: the live forecast refits as the run grows).
+        jackknife (bool): Whether to refit leaving out each run (the intervals' run term).
     """
     law = get_law(law_name)
     keys = {(run.loss_key, run.lr_key) for run in runs}
@@ -106,7 +109,7 @@ def fit_runs(
         log.warning('No run decays its LR by %.0f%% or more after warmup, so the decay term cannot be fitted and is '
                     'left out: this law predicts constant-LR training only. Add a run that decays (a branch) to '
                     'predict decays.', 100 * MIN_DECAY)
-    jack = jackknife(result, inputs)
+    jack = run_jackknife(result, inputs) if jackknife else np.zeros((0, result.theta.size))
     fitted_runs = [
         FittedRun(run.name, run.source, int(fit.steps[0]), run.final_step, int(fit.steps.size),
                   result.run_rmse[fit.name], run.joined_to, compress_knots(run.schedule()))

@@ -30,6 +30,7 @@ import numpy as np
 from foundry_ext.loss_law.from_runs import fit_runs
 from foundry_ext.loss_law.predict import predict
 from foundry_ext.loss_law.runs import load_runs
+from foundry_ext.loss_law.select import choose_fit_from
 
 FIT = ('cooldown-linear-0.1', 'cooldown-linear-0.2')
 HELD_OUT = ('cooldown-linear-0.4', 'cooldown-linear-0.6', 'cooldown-linear-0.8', 'cooldown-linear-0.9',
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--data', default='data/lr-scheduling-124m', help='folder with lr<peak>/ subfolders')
     parser.add_argument('--peak', default='0.001', help='peak LR folder (default 0.001; 0.0005 is the dev set)')
     parser.add_argument('--key', default='val_loss', help='loss column (default val_loss)')
+    parser.add_argument('--fit-from-auto', action='store_true', help='start the multi-power fit where '
+                        'cross-validation over the fitted runs puts it (--fit-from auto)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     folder = Path(args.data) / f'lr{args.peak}'
@@ -57,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     drops = [1 - run.losses[-1] / constant_at(run.loss_steps[-1]) for run in runs[1:]]
     mean_drop = float(np.mean(drops))
     laws = {name: fit_runs(runs, name) for name in ('multi-power', 'momentum')}
-    print(f'peak LR {args.peak}; fitted on constant + {", ".join(FIT)} ({args.key}); baseline mean drop '
-          f'{mean_drop:.3%}\n')
+    if args.fit_from_auto:
+        laws['multi-power'] = fit_runs(runs, 'multi-power', fit_from=choose_fit_from(runs)[0])
+    start = laws['multi-power'].fit['fit_from']
+    print(f'peak LR {args.peak}; fitted on constant + {", ".join(FIT)} ({args.key}), multi-power from '
+          f'{"the warmup end" if start is None else f"step {start}"}; baseline mean drop {mean_drop:.3%}\n')
     print('| held-out cooldown | final step | measured | multi-power (90% interval) | error | momentum | error | '
           'baseline | error |')
     print('|---|---|---|---|---|---|---|---|---|')

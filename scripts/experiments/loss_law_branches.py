@@ -6,8 +6,11 @@ fitted on the main run and those two branches (``foundry-ext loss-law fit``) on 
 (``metrics/eval/LanguageCrossEntropy``: the same 8 validation batches every 20 batches, so a smooth curve);
 ``foundry-ext loss-law branches`` predicts the final eval loss of three other branches (longer decays, and
 another shape); then those branches are run for real and their final eval loss is compared with the prediction
-and its interval. The momentum law and a naive baseline (the fitted branches' mean relative drop below the main
-run at the same step, applied to the main run at the held-out branch's end) are scored alongside.
+and its interval. The multi-power law is fitted twice: from the end of warmup (the default) and from the step that
+cross-validation over the fitted runs chooses (``--fit-from auto``: the demo model's first few hundred steps
+follow no power law in the LR area). The momentum law and a naive baseline (the fitted branches' mean relative
+drop below the main run at the same step, applied to the main run at the held-out branch's end) are scored
+alongside.
 
 Run from the repository root::
 
@@ -100,13 +103,14 @@ def analyse(runs: Path, out: Path) -> dict:
     results: dict = {'fit_branches': [b.__dict__ for b in fit_branches], 'baseline_drop': float(np.mean(drops)),
                      'branches': []}
     laws = {}
-    for law in ('multi-power', 'momentum'):
-        path = runs / f'law_{law}.json'
+    for name, law, fit_from in (('multi-power', 'multi-power', None), ('multi-power, fit from auto', 'multi-power',
+                                                                        'auto'), ('momentum', 'momentum', None)):
+        path = runs / f'law_{name.replace(", ", "_").replace(" ", "_")}.json'
         start = time.perf_counter()
-        fitted = fit(sources, str(path), loss_key=EVAL_CROSS_ENTROPY, law=law)
-        results[f'{law}_fit_seconds'] = time.perf_counter() - start
-        results[f'{law}_params'] = fitted.params
-        laws[law] = path
+        fitted = fit(sources, str(path), loss_key=EVAL_CROSS_ENTROPY, law=law, fit_from=fit_from)
+        results[f'{name} fit'] = {'seconds': time.perf_counter() - start, 'params': fitted.params,
+                                  'fit_from': fitted.fit['fit_from']}
+        laws[name] = path
     for branch in test_branches:
         measured = _eval_at(branch.folder(runs), branch.end)
         row = {**branch.__dict__, 'measured': measured}
@@ -117,7 +121,7 @@ def analyse(runs: Path, out: Path) -> dict:
         baseline = _eval_at(runs, branch.end) * (1 - results['baseline_drop'])
         row['baseline'] = {'predicted': baseline, 'error': baseline / measured - 1}
         results['branches'].append(row)
-    _plot(runs, out, laws['multi-power'], test_branches)
+    _plot(runs, out, laws['multi-power, fit from auto'], test_branches)
     return results
 
 
@@ -142,27 +146,32 @@ def _plot(runs: Path, out: Path, law: Path, branches: Sequence[Branch]) -> Path:
     ax.set_ylabel('eval loss')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title('Held-out branches: multi-power law fitted on the main run + branches at 400 and 600 (decay 100)')
+    ax.set_title('Held-out branches: multi-power law (fit from auto) on the main run + branches at 400 and 600',
+                 fontsize=10)
     return save_figure(fig, out / 'loss_law_branches.png')
 
 
 def format_results(results: dict) -> str:
     """A markdown table of every held-out branch, and the summary."""
-    lines = ['| held-out branch | measured final eval loss | multi-power (90% interval) | error | momentum | error | '
-             'baseline | error |', '|---|---|---|---|---|---|---|---|']
+    names = ('multi-power', 'multi-power, fit from auto', 'momentum')
+    lines = ['| held-out branch | measured final eval loss | ' + ' | '.join(f'{n} (90% interval) | error' for n in names)
+             + ' | baseline | error |', '|---|---|' + '---|---|' * (len(names) + 1)]
     for row in results['branches']:
-        mp, mom, base = row['multi-power'], row['momentum'], row['baseline']
+        cells = [f'{row[n]["predicted"]:.4f} ({row[n]["interval"][0]:.4f}..{row[n]["interval"][1]:.4f}) | '
+                 f'{row[n]["error"]:+.2%}' for n in names]
         lines.append(f'| at {row["at"]}, decay {row["decay"]}, {row["shape"]} | {row["measured"]:.4f} | '
-                     f'{mp["predicted"]:.4f} ({mp["interval"][0]:.4f}..{mp["interval"][1]:.4f}) | {mp["error"]:+.2%} | '
-                     f'{mom["predicted"]:.4f} | {mom["error"]:+.2%} | {base["predicted"]:.4f} | {base["error"]:+.2%} |')
-    covered = sum(r['multi-power']['interval'][0] <= r['measured'] <= r['multi-power']['interval'][1]
-                  for r in results['branches'])
+                     f'{" | ".join(cells)} | {row["baseline"]["predicted"]:.4f} | {row["baseline"]["error"]:+.2%} |')
     lines.append('')
-    for name in ('multi-power', 'momentum', 'baseline'):
+    for name in (*names, 'baseline'):
         errors = np.abs([r[name]['error'] for r in results['branches']])
-        lines.append(f'{name}: mean abs error {errors.mean():.2%}, max {errors.max():.2%}')
-    lines.append(f'multi-power measured values inside the 90% interval: {covered}/{len(results["branches"])}; fit '
-                 f'{results["multi-power_fit_seconds"]:.1f} s')
+        line = f'{name}: mean abs error {errors.mean():.2%}, max {errors.max():.2%}'
+        if name != 'baseline':
+            covered = sum(r[name]['interval'][0] <= r['measured'] <= r[name]['interval'][1] for r in results['branches'])
+            fitted = results[f'{name} fit']
+            start = 'the warmup end' if fitted['fit_from'] is None else f'step {fitted["fit_from"]}'
+            line += (f'; {covered}/{len(results["branches"])} inside the 90% interval; fitted from {start} in '
+                     f'{fitted["seconds"]:.1f} s')
+        lines.append(line)
     return '\n'.join(lines)
 
 
