@@ -103,6 +103,8 @@ def test_bad_input_fails_with_one_line(law_path, tmp_path, monkeypatch, capsys):
     multiplier.write_text('step,lr\n0,0\n50,1.0\n1000,1.0\n')
     assert 'multiplier given instead of an LR' in _one_line_error(monkeypatch, capsys, 'predict', str(law_path),
                                                                       '--schedule', str(multiplier))
+    assert "--fit-from='soon' must be a step" in _one_line_error(monkeypatch, capsys, 'fit', str(no_lr), '--fit-from',
+                                                                  'soon')
     short = tmp_path / 'short.csv'
     short.write_text('step,lr,loss\n' + ''.join(f'{s},0.003,{3 - s / 100}\n' for s in range(1, 4)))
     assert 'at least 5 per run' in _one_line_error(monkeypatch, capsys, 'fit', str(short))
