@@ -1,7 +1,8 @@
-r"""Fitting a loss law to runs robustly, and its uncertainty by a block bootstrap.
+r"""Fitting a loss law to runs robustly, and its uncertainty by a block bootstrap and a run jackknife.
 
-**Points.** Each run's logged losses are averaged over up to ``max_points`` consecutive windows of equal size (all
-points when there are fewer), placed at their mean step; a window's weight is the number of losses it holds.
+**Points.** Each run's logged losses are averaged over up to ``max_points`` windows of consecutive points (all
+points when there are fewer; narrow windows early and where the LR changes, :func:`window_means`), placed at
+their mean step; a window's weight is the number of losses it holds.
 
 **Objective.** The relative residuals :math:`r_j = \sqrt{w_j}\,(\hat L_j - L_j)/L_j` go through a Huber loss
 (quadratic within :math:`\delta`, linear beyond, so single-batch outliers and loss spikes pull little) with
@@ -23,8 +24,9 @@ on runs with decays, while the rest are refitted.
 residuals are resampled in blocks of :math:`\lceil\sqrt{m}\rceil` consecutive windows (keeping their
 correlation), put back on the fitted curve, and the law is refitted from the fitted parameters. The replicates'
 parameters give each parameter's standard deviation and every prediction's interval. This measures how much the
-data the law saw, with its own misfit and noise, pins the parameters; it does *not* measure how wrong the law's
-form is for a schedule unlike the fitted ones (docs/loss_law.md reports the coverage measured on held-out runs).
+data the law saw, with its own misfit and noise, pins the parameters. :func:`jackknife` refits leaving out each
+run, which measures how much the law depends on which runs it saw. Neither measures how wrong the law's form is
+for every run alike (docs/loss_law.md reports the coverage measured on held-out runs).
 """
 
 from __future__ import annotations
