@@ -41,6 +41,7 @@ setup(
             'budget_checkpoint = foundry_ext.callbacks.budget_checkpoint:BudgetCheckpoint',
             'loss_spike_monitor = foundry_ext.callbacks.loss_spike_monitor:LossSpikeMonitor',
             'collapse_monitor = foundry_ext.callbacks.collapse_monitor:CollapseMonitor',
+            'loss_law_forecast = foundry_ext.callbacks.loss_law_forecast:LossLawForecast',
         ],
         'llmfoundry_algorithms': [
             'resume_guard = foundry_ext.algorithms.resume_guard:ResumeGuard',

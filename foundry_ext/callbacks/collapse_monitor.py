@@ -59,6 +59,7 @@ from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.errors import ConfigError
 from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.once import warn_once
 from foundry_ext.schedulers.compiled import compiled_schedule_of
 
 log = logging.getLogger(__name__)
@@ -295,11 +296,7 @@ class CollapseMonitor(Callback):
                             self.schedule_tolerance)
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        if dist.get_global_rank() == 0:
-            log.warning(f'{WHERE}: {message}', *args)
+        warn_once(log, self._warned, key, f'{WHERE}: {message}', *args)
 
     def state_dict(self) -> dict[str, Any]:
         return pack_state({

@@ -25,14 +25,11 @@ from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.errors import fail
 from foundry_ext.core.metric_names import LOSS_KEY
-from foundry_ext.core.metrics_io import Series, lr_series, read_metrics
+from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, Series, lr_series, metrics_file, read_metrics
 
 log = logging.getLogger(__name__)
 
 __all__ = ['CONFIG_NAME', 'METRICS_NAME', 'CollapseRun', 'load_run']
-
-METRICS_NAME = 'metrics.jsonl'
-CONFIG_NAME = 'config.yaml'
 
 
 @dataclass(frozen=True)
@@ -73,14 +70,6 @@ class CollapseRun:
         return LRSchedule.from_series(*self.lr, self.total_steps)
 
 
-def _metrics_path(path: Path) -> Path:
-    if path.is_dir():
-        path = path / METRICS_NAME
-    if not path.is_file():
-        fail(f'{path} does not exist; a run is a metrics file or a folder with {METRICS_NAME}.')
-    return path
-
-
 def load_run(
     path: Union[str, Path],
     total_steps: Optional[int] = None,
@@ -101,7 +90,7 @@ def load_run(
         ConfigError: If the file is missing or has no ``loss_key``, losses are logged beyond ``T``, or none is
             finite.
     """
-    metrics_path = _metrics_path(Path(path))
+    metrics_path = metrics_file(path)
     metrics = read_metrics(metrics_path)
     if loss_key not in metrics:
         fail(f'{metrics_path} has no metric {loss_key!r}; it has {sorted(metrics)}.')

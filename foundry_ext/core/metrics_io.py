@@ -1,5 +1,8 @@
 """Reading metric series that runs export: JSON Lines from the ``jsonl`` logger, or CSV.
 
+A *run* on disk is a metrics file or a folder holding ``metrics.jsonl`` (:func:`metrics_file`), optionally with the
+run's training YAML (overrides merged) beside it as ``config.yaml``.
+
 JSONL: one object per line with an integer ``step`` and any metric keys, e.g.
 ``{"step": 12, "loss/train/total": 5.51}``. CSV: a header row with a ``step`` column and one column
 per metric. In both, a later row for the same step replaces an earlier one (a resumed run logs the
@@ -22,9 +25,26 @@ from foundry_ext.core.metric_names import find_lr_key
 
 log = logging.getLogger(__name__)
 
-__all__ = ['Series', 'lr_series', 'read_metrics', 'read_metric']
+__all__ = ['CONFIG_NAME', 'METRICS_NAME', 'Series', 'lr_series', 'metrics_file', 'read_metrics',
+           'read_metric']
 
 Series = tuple[np.ndarray, np.ndarray]
+METRICS_NAME = 'metrics.jsonl'
+CONFIG_NAME = 'config.yaml'
+
+
+def metrics_file(path: Union[str, Path]) -> Path:
+    """The metrics file of a run: ``path`` itself, or ``path/metrics.jsonl`` for a folder.
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} does not exist; a run is a metrics file or a folder with {METRICS_NAME}.')
+    return path
 
 
 def _rows(path: Path) -> list[dict]:

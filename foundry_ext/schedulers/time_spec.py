@@ -31,6 +31,7 @@ __all__ = [
     'current_time',
     'timestamp_count',
     'batches_in',
+    'parse_steps',
 ]
 
 TimeLike = Union[str, Time]
@@ -213,6 +214,38 @@ def batches_in(duration: TimeLike, samples_per_batch: int, tokens_per_batch: int
     if time.value <= 0:
         fail(f'{key}={shown} must be > 0.')
     return -(-int(time.value) // per_batch[time.unit])  # ceil
+
+
+def parse_steps(value: str, key: str) -> list[int]:
+    """A comma-separated list of batch steps, each a whole number of batches written ``400`` or ``400ba``.
+
+    Args:
+        value (str): E.g. ``'200,400ba,600'``.
+        key (str): The option or YAML key, e.g. ``'--at'``, for error messages.
+
+    Returns:
+        list[int]: The steps, in the order given.
+
+    Raises:
+        ConfigError: For an empty list, an entry in another unit (steps are batches), a fraction, a negative
+            number, anything else that is not a step, or a step named twice.
+    """
+    items = [item.strip() for item in str(value).split(',')]
+    if not any(items):
+        fail(f'{key}={value!r} names no step; give batch steps, comma-separated, e.g. {key} 200,400.')
+    steps = []
+    for item in items:
+        match = re.fullmatch(r'([0-9]+)(ba)?', item)
+        if match is None:
+            unit = _TIME_STRING.match(item)
+            why = (f"is in '{unit.group(2)}', but steps are batches" if unit is not None and unit.group(2) != 'ba'
+                   else 'is not a whole number of batches')
+            fail(f'{key}={value!r}: {item!r} {why}. Give batch steps, comma-separated, e.g. {key} 200,400 or '
+                 f'200ba,400ba.')
+        steps.append(int(match.group(1)))
+    if len(set(steps)) < len(steps):
+        fail(f'{key}={value!r} names a step twice; give each step once.')
+    return steps
 
 
 def _time_string(value: object, key: str) -> Time:
