@@ -44,7 +44,7 @@ from foundry_ext.collapse.curves import smooth_curve
 from foundry_ext.collapse.plots import CollapseCurve, Marker, plot_collapse
 from foundry_ext.collapse.prediction import collapse_residual, final_window_losses, predict_final_loss
 from foundry_ext.collapse.reference import ReferenceCurve, fit_reference
-from foundry_ext.collapse.runs import CONFIG_NAME, METRICS_NAME, CollapseRun, load_run
+from foundry_ext.collapse.runs import CONFIG_NAME, METRICS_NAME, CollapseRun, fit_runs, load_run
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.metrics_io import read_metrics
 
@@ -298,11 +298,9 @@ def shape_check(spec: FamilySpec, out_dir: Path, reuse: bool = False) -> str:
 
 
 def fit_family_reference(spec: FamilySpec, runs: Sequence[CollapseRun]) -> ReferenceCurve:
-    """Fits the reference curve on finished family members (same schedule, TPP and tau) as the experiment does."""
-    budget = runs[0].budget
-    assert budget is not None
-    return fit_reference([r.curve for r in runs], runs[0].schedule(), smoothing=spec.smoothing, final_loss='fit',
-                         tau_fraction=budget.tau_fraction, tpp=budget.tpp)
+    """Fits the reference curve on finished family members as the experiment (and ``foundry-ext collapse fit``)
+    does: from the end of the warmup, size-aware across the members' sizes."""
+    return fit_runs(runs, smoothing=spec.smoothing)
 
 
 def run_experiment(
