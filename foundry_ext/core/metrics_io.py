@@ -2,7 +2,8 @@
 
 JSONL: one object per line with an integer ``step`` and any metric keys, e.g.
 ``{"step": 12, "loss/train/total": 5.51}``. CSV: a header row with a ``step`` column and one column
-per metric. In both, a later row for the same step replaces an earlier one (a resumed run logs the
+per metric. Exports of other trainers may name the step ``_step``, ``Step``, ``global_step``, ``iter`` or
+``iteration`` (:data:`~foundry_ext.core.metric_names.STEP_KEYS`, the first found in a row). In both, a later row for the same step replaces an earlier one (a resumed run logs the
 steps after its last checkpoint again), and non-numeric values such as ``"nan"`` are read as floats.
 """
 
@@ -16,12 +17,13 @@ from typing import Optional, Union
 
 import numpy as np
 
+from foundry_ext.core.metric_names import LOSS_KEY, STEP_KEYS, find_lr_key
+
 log = logging.getLogger(__name__)
 
 __all__ = ['LOSS_KEY', 'Series', 'lr_series', 'read_metrics', 'read_metric']
 
 Series = tuple[np.ndarray, np.ndarray]
-LOSS_KEY = 'loss/train/total'  # Composer's all-reduced training loss
 
 
 def _rows(path: Path) -> list[dict]:
@@ -37,11 +39,12 @@ def read_metrics(path: Union[str, Path]) -> dict[str, Series]:
     path = Path(path)
     latest: dict[str, dict[int, float]] = {}
     for row in _rows(path):
-        if row.get('step') is None:
+        step_key = next((k for k in STEP_KEYS if row.get(k) is not None), None)
+        if step_key is None:
             continue
-        step = int(float(row['step']))
+        step = int(float(row[step_key]))
         for key, value in row.items():
-            if key == 'step':
+            if key == step_key:
                 continue
             try:
                 latest.setdefault(key, {})[step] = float(value)
@@ -62,6 +65,7 @@ def read_metric(path: Union[str, Path], key: str) -> Series:
 
 
 def lr_series(metrics: dict[str, Series]) -> Optional[Series]:
-    """The LR of the first param group as ``lr_monitor`` logs it (``lr-<Optimizer>/group0``), or None."""
-    keys = sorted(k for k in metrics if k.startswith('lr-') and k.endswith('/group0'))
-    return metrics[keys[0]] if keys else None
+    """The LR of the first param group as ``lr_monitor`` logs it (``lr-<Optimizer>/group0``), or as another trainer
+    names it (:func:`~foundry_ext.core.metric_names.find_lr_key`), or None."""
+    key = find_lr_key(metrics)
+    return metrics[key] if key is not None else None

@@ -131,7 +131,7 @@ def protocols(families: dict, data: Path) -> dict[str, tuple[list[CollapseRun], 
     out = {}
     for name, (folder, members, k, cut) in families.items():
         runs = [load(data / folder / m) for m in members]
-        out[f'{name} | family'] = (runs[:k], runs[k:], {})
+        out[f'{name}, family'] = (runs[:k], runs[k:], {})
         pool = [load(p.parent) for p in sorted((data / folder).glob('*/run.json'))]
         if folder in EXTRA:
             pool += [load(p.parent) for p in sorted((data / EXTRA[folder]).glob('*/run.json'))]
@@ -139,7 +139,7 @@ def protocols(families: dict, data: Path) -> dict[str, tuple[list[CollapseRun], 
         targets = [r for r in pool if r.controls.params >= cut and (data / folder / r.name).is_dir()]
         naive = {t.name: [r for r in refs if abs(np.log(r.controls.tpp / t.controls.tpp)) < np.log(1.25)] or refs
                  for t in targets}
-        out[f'{folder} sizes < {cut / 1e6:.0f}M -> larger | sizes'] = (refs, targets, naive)
+        out[f'{folder}, every run < {cut / 1e6:.0f}M -> larger'] = (refs, targets, naive)
     return out
 
 
