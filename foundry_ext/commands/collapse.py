@@ -65,11 +65,13 @@ def tau(yaml_path: str, overrides: Optional[Sequence[str]] = None, target: Optio
 
 
 def _control_ranges(controls: Sequence[Controls]) -> str:
+    """``tau 0.2..0.4, TPP 20, N 1.2e+08..3.6e+08``: each known control's value, or range over several runs."""
     parts = []
     for key, label in (('tau', 'tau'), ('tpp', 'TPP'), ('params', 'N')):
         values = [c.known()[key] for c in controls if key in c.known()]
         if values:
-            parts.append(f'{label} {min(values):.4g}..{max(values):.4g}')
+            lo, hi = min(values), max(values)
+            parts.append(f'{label} {lo:.4g}' + (f'..{hi:.4g}' if hi > lo else ''))
     return ', '.join(parts)
 
 
