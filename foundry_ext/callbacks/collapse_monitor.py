@@ -14,17 +14,21 @@ Registered in ``llmfoundry_callbacks`` as ``collapse_monitor``::
 
 At every ``BATCH_END`` the callback reads the training loss from ``state.total_loss_dict`` (all-reduced over
 ranks by Composer, unlike ``state.loss``) and keeps the last ``smoothing`` losses. Every ``interval`` batches
-it appends their mean, placed at their mean step (:func:`~foundry_ext.collapse.curves.smooth_curve`, the
-smoothing the reference was fitted with) to its history and, once the run is past the reference's
-``fit_start``, computes over that history
+it takes their mean, placed at their mean step (:func:`~foundry_ext.collapse.curves.smooth_curve`, the
+smoothing the reference was fitted with), and, once the run is past the reference's ``fit_start``, logs
 
-* the collapse residual of the newest point, ``collapse/residual`` (``L/L(T) - ref``) and
-  ``collapse/residual_z`` (in reference band widths), normalizing by the early-aligned ``L(T)``
-  ([SwC] Sec. 4; :func:`~foundry_ext.collapse.prediction.collapse_residual`);
+* the collapse residual of that point, ``collapse/residual`` (``L/L(T) - ref``) and ``collapse/residual_z`` (in
+  reference band widths), normalizing by the early-aligned ``L(T)`` ([SwC] Sec. 4;
+  :func:`~foundry_ext.collapse.prediction.collapse_residual`);
 * ``collapse/predicted_final_loss`` with ``collapse/predicted_final_loss_lower`` / ``_upper`` (the interval at
-  2 standard errors), aligning everything seen so far with the reference ([SwC] Sec. 5;
+  2 standard errors), aligning the newest evaluations with the reference ([SwC] Sec. 5;
   :func:`~foundry_ext.collapse.prediction.predict_final_loss`);
 * ``collapse/out_of_band_streak``: how many evaluations in a row had ``|z| > threshold``.
+
+Each evaluation costs the same however long the run has been going: :class:`~foundry_ext.collapse.online.
+OnlineCollapse` keeps sums over the early-align windows and only the points of the prediction window, and gives
+exactly what those two functions compute over the whole history. A size-aware reference (fitted on runs whose
+controls differ) is specialized once, at the first evaluation, to this run's ``tau``, TPP and parameter count.
 
 The metrics are logged at the ``BATCH_END`` step (one after the step of the newest loss, as ``lr_monitor``
 does). When the streak reaches ``consecutive`` the callback warns, naming the step where the streak began,
@@ -33,9 +37,9 @@ so all ranks stop together). It also warns once when the run's ``tau`` or TPP di
 more than 10%, or its LR multiplier from the reference schedule by more than ``schedule_tolerance``: collapse
 is only expected when schedule, TPP and ``tau`` match ([SwC] Sec. 3).
 
-Total steps ``T`` come from ``max_duration`` in batches, or in epochs with a sized dataloader. The window,
-history, streak and alerts are in the callback's ``state_dict``, so a resumed run logs exactly what an
-uninterrupted one would have.
+Total steps ``T`` come from ``max_duration`` in batches, or in epochs with a sized dataloader. The window, the
+run's controls, the online sums, the streak and the alerts are in the callback's ``state_dict`` (bounded: it does
+not grow with the run), so a resumed run logs exactly what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -51,9 +55,9 @@ from composer.core import Callback, State, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
 
-from foundry_ext.collapse.controls import per_step_decay, schedule_peak
+from foundry_ext.collapse.controls import Controls, per_step_decay, schedule_peak
 from foundry_ext.collapse.curves import smooth_curve
-from foundry_ext.collapse.prediction import collapse_residual, predict_final_loss
+from foundry_ext.collapse.online import OnlineCollapse
 from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.errors import ConfigError
@@ -68,7 +72,7 @@ __all__ = ['ACTIONS', 'CollapseMonitor']
 
 WHERE = 'callbacks.collapse_monitor'
 ACTIONS = ('warn', 'stop')
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 def _bad(key: str, value: Any, fix: str) -> ConfigError:
@@ -137,8 +141,11 @@ class CollapseMonitor(Callback):
 
     def _start_history(self) -> None:
         self._window: deque[tuple[int, float]] = deque(maxlen=self.smoothing)
-        self._steps: list[float] = []  # smoothed history: mean step and mean loss per evaluation
-        self._losses: list[float] = []
+        self._evaluations = 0
+        self._recent: deque[float] = deque(maxlen=self.consecutive)  # t/T of the newest evaluations
+        self._controls: Optional[Controls] = None  # the run's, read at its first evaluation
+        self._online: Optional[OnlineCollapse] = None  # residual and prediction, updated per evaluation
+        self._online_state: Optional[dict[str, Any]] = None  # a checkpoint's, until T is known again
         self._streak = 0
         self._alerts: list[int] = []  # step at which each alerted streak began
         self._warned: set[str] = set()
@@ -212,30 +219,32 @@ class CollapseMonitor(Callback):
             return
         steps, losses = zip(*self._window)
         mean_step, mean_loss = (float(v[-1]) for v in smooth_curve(steps, losses, self.smoothing))
-        self._steps.append(mean_step)
-        self._losses.append(mean_loss)
         total = self.total_steps
         assert total is not None
-        if len(self._steps) == 1:
-            self._check_controls(state, total)
+        self._evaluations += 1
+        if self._online is None:
+            if self._controls is None:
+                self._check_controls(state, total)
+            self._online = OnlineCollapse(self.ref.for_controls(self._controls), total)
+            if self._online_state is not None:  # resumed: T is known again from fit_start
+                self._online.load_state_dict(self._online_state)
+                self._online_state = None
         self._check_schedule(state, batch / total)
-        t = np.asarray(self._steps) / total
-        if np.count_nonzero(t >= self.ref.fit_start) < 2:
+        self._recent.append(mean_step / total)
+        ev = self._online.add(mean_step, mean_loss)
+        if ev is None:
             return  # the reference is undefined before fit_start (warmup)
-        res = collapse_residual(self._steps, self._losses, total, self.ref)
-        pred = predict_final_loss(self._steps, self._losses, total, self.ref)
-        z = float(res.z[-1])
-        self._streak = self._streak + 1 if abs(z) > self.threshold else 0
+        self._streak = self._streak + 1 if abs(ev.z) > self.threshold else 0
         logger.log_metrics({
-            'collapse/residual': float(res.residual[-1]),
-            'collapse/residual_z': z,
-            'collapse/predicted_final_loss': pred.final_loss,
-            'collapse/predicted_final_loss_lower': pred.lower,
-            'collapse/predicted_final_loss_upper': pred.upper,
+            'collapse/residual': ev.residual,
+            'collapse/residual_z': ev.z,
+            'collapse/predicted_final_loss': ev.final_loss,
+            'collapse/predicted_final_loss_lower': ev.lower,
+            'collapse/predicted_final_loss_upper': ev.upper,
             'collapse/out_of_band_streak': self._streak,
         })
         if self._streak == self.consecutive:
-            self._alert(state, float(res.fractions[-self.consecutive]), z)
+            self._alert(state, self._recent[0], ev.z)
 
     def _alert(self, state: State, onset_fraction: float, z: float) -> None:
         total = self.total_steps
@@ -264,19 +273,20 @@ class CollapseMonitor(Callback):
         return 1.0 / (per_step * total) if per_step > 0 else math.inf
 
     @staticmethod
-    def _tpp(state: State, total: int) -> Optional[float]:
-        """``D / N`` with tokens per batch so far; None under FSDP, whose ``numel()`` counts one rank's shard."""
+    def _tpp_and_params(state: State, total: int) -> tuple[Optional[float], Optional[int]]:
+        """``D / N`` with tokens per batch so far, and ``N``; None under FSDP, whose ``numel()`` counts one shard."""
         batches, tokens = state.timestamp.batch.value, state.timestamp.token.value
-        if tokens <= 0 or batches <= 0 or state.fsdp_enabled:
-            return None
-        return tokens / batches * total / sum(p.numel() for p in state.model.parameters())
+        if state.fsdp_enabled:
+            return None, None
+        params = sum(p.numel() for p in state.model.parameters())
+        return (tokens / batches * total / params if tokens > 0 and batches > 0 else None), params
 
     def _check_controls(self, state: State, total: int) -> None:
-        """Warns once if the run's tau or TPP differ from the reference's ([SwC] Sec. 3)."""
-        tau, tpp = self._tau(state, total), self._tpp(state, total)
-        # An unknown control is compared with the reference's own value, i.e. not checked.
-        problems = self.ref.controls_mismatch(self.ref.tau_fraction if tau is None else tau,
-                                              self.ref.tpp if tpp is None else tpp)
+        """Reads the run's controls (for a size-aware reference) and warns once if ``tau`` or TPP differ from the
+        reference's ([SwC] Sec. 3)."""
+        tau, (tpp, params) = self._tau(state, total), self._tpp_and_params(state, total)
+        self._controls = Controls(tau=tau if tau is not None and math.isfinite(tau) else None, tpp=tpp, params=params)
+        problems = self.ref.controls_mismatch(tau, tpp)
         if problems:
             self._warn_once('controls', 'this run\'s controls differ from the reference\'s (%s): curves only '
                             'collapse when LR schedule, TPP and tau match, so residuals will drift.',
@@ -302,8 +312,10 @@ class CollapseMonitor(Callback):
         return pack_state({
             'version': _STATE_VERSION,
             'window': list(self._window),
-            'steps': list(self._steps),
-            'losses': list(self._losses),
+            'evaluations': self._evaluations,
+            'recent': list(self._recent),
+            'controls': self._controls.known() if self._controls is not None else None,
+            'online': self._online.state_dict() if self._online is not None else None,
             'streak': self._streak,
             'alerts': list(self._alerts),
             'warned': sorted(self._warned),
@@ -314,8 +326,10 @@ class CollapseMonitor(Callback):
         if state.get('version') != _STATE_VERSION:
             raise ValueError(f'{WHERE}: checkpoint state version {state.get("version")!r} is not {_STATE_VERSION}.')
         self._window = deque((tuple(item) for item in state['window']), maxlen=self.smoothing)
-        self._steps = list(state['steps'])
-        self._losses = list(state['losses'])
+        self._evaluations = int(state['evaluations'])
+        self._recent = deque(state['recent'], maxlen=self.consecutive)
+        self._controls = Controls(**state['controls']) if state['controls'] is not None else None
+        self._online, self._online_state = None, state['online']
         self._streak = int(state['streak'])
         self._alerts = list(state['alerts'])
         self._warned = set(state['warned'])

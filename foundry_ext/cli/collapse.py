@@ -20,7 +20,8 @@ __all__ = ['app']
 app = App(add_completion=False, no_args_is_help=True,
           help='Loss-curve collapse ([SwC] arXiv:2509.25087): tau calculator, reference fit, prediction.')
 
-_RUN_HELP = 'Run: a metrics JSONL/CSV file or a folder with metrics.jsonl (and optionally config.yaml).'
+_RUN_HELP = ('Run: a metrics JSONL/CSV file or a folder with metrics.jsonl or metrics.csv, and optionally config.yaml '
+             'or run.json beside it.')
 
 
 def _show(report: Report) -> None:
@@ -48,15 +49,18 @@ def tau(
 def fit(
     runs: list[str] = typer.Argument(..., help=_RUN_HELP + ' Finished runs with the same schedule, TPP and tau.'),
     out: str = typer.Option('ref.json', '--out', '-o', help='Reference JSON to write.'),
-    smooth: int = typer.Option(25, '--smooth', '-s', help='Moving-average window (logged points) applied before '
-                               'fitting; recorded in the reference and reused by predict, plot and the monitor.'),
-    fit_start: float = typer.Option(0.1, '--fit-start', help='Ignore t/T below this (warmup).'),
+    smooth: Optional[int] = typer.Option(None, '--smooth', '-s', help='Moving-average window (logged points) applied '
+                                         'before fitting; recorded in the reference and reused by predict, plot and '
+                                         'the monitor. Default: 25 for losses logged every step, else 1.'),
+    fit_start: Optional[float] = typer.Option(None, '--fit-start', help='Ignore t/T below this. Default: the end of '
+                                              'the warmup, at least 0.05.'),
     final_loss: str = typer.Option('fit', '--final-loss', help="How each run's L(T) is found: 'fit' (a per-run "
                                    "scale fitted with the shape, robust to noisy losses) or 'tail' (a line through "
                                    'the last 2% of the raw losses).'),
     loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
 ) -> None:
-    """Fit a reference curve ([SwC] Eq. 4) and its band on finished runs with matched controls."""
+    """Fit a reference curve ([SwC] Eq. 4) and its band on finished runs; size-aware when their controls (from
+    config.yaml or run.json) differ."""
     from foundry_ext.commands.collapse import fit as run
 
     report = run(runs, out, smooth, fit_start, final_loss, loss_key)
@@ -77,11 +81,13 @@ def predict(
     window: float = typer.Option(0.05, '--window', help='For a finished run: compare the predicted and measured '
                                  'mean loss over this last fraction of training.'),
     loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
+    align_window: float = typer.Option(0.03, '--align-window', help='Align on the logged points within this fraction '
+                                       'of training before --fraction (at least two).'),
 ) -> None:
     """Predict a run's final loss from its beginning, and report where it leaves the reference band."""
     from foundry_ext.commands.collapse import predict as run
 
-    report = run(run_path, ref_path, fraction, total_steps, threshold, consecutive, window, loss_key)
+    report = run(run_path, ref_path, fraction, total_steps, threshold, consecutive, window, loss_key, align_window)
     _show(report)
 
 

@@ -21,6 +21,8 @@ from foundry_ext.core.errors import ConfigError, fail
 from foundry_ext.schedulers.time_spec import batches_in
 
 __all__ = [
+    'CONTROL_KEYS',
+    'Controls',
     'ParamCount',
     'TrainingBudget',
     'count_parameters',
@@ -113,6 +115,35 @@ def duration_to_steps(max_duration: Any, global_train_batch_size: int, max_seq_l
         ConfigError: For epochs, ``dur`` or anything else the YAML alone cannot turn into steps.
     """
     return batches_in(max_duration, global_train_batch_size, global_train_batch_size * max_seq_len)
+
+
+CONTROL_KEYS = ('tau', 'tpp', 'params')
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The collapse controls of one run, as far as they are known ([SwC] Sec. 3: curves collapse when the LR
+    schedule, TPP and ``tau`` match; a size-aware reference also weighs the model size).
+
+    Attributes:
+        tau (float, optional): AdamW timescale as a fraction of training, [SwC] Eq. (2).
+        tpp (float, optional): Tokens per parameter ``D/N``, every parameter counted.
+        params (float, optional): Parameters ``N``.
+    """
+
+    tau: Optional[float] = None
+    tpp: Optional[float] = None
+    params: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for key in CONTROL_KEYS:
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                fail(f'controls.{key}={value!r} must be a finite number > 0 (or unknown).')
+
+    def known(self) -> dict[str, float]:
+        """The known controls, ``{key: value}``."""
+        return {k: float(getattr(self, k)) for k in CONTROL_KEYS if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -215,6 +246,12 @@ class TrainingBudget:
         if optimizer_class_name(self.optimizer) not in _ADAMW_FAMILY:
             log.warning('tau for %s follows the AdamW EMA form by analogy; [SwC]/[PL] establish it for AdamW only.',
                         self.optimizer)
+
+    @property
+    def controls(self) -> Controls:
+        """The run's collapse controls (``tau`` is unknown, i.e. infinite, without weight decay)."""
+        tau = self.tau_fraction
+        return Controls(tau=tau if math.isfinite(tau) else None, tpp=self.tpp, params=self.total_params)
 
     @property
     def tokens_per_batch(self) -> int:

@@ -15,7 +15,7 @@ from scipy import stats
 
 from foundry_ext.core.errors import fail
 
-__all__ = ['LossCurve', 'estimate_final_loss', 'normalize_curve', 'smooth_curve', 'validated_curve']
+__all__ = ['LossCurve', 'estimate_final_loss', 'is_finished', 'normalize_curve', 'smooth_curve', 'validated_curve']
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,14 @@ def validated_curve(
     return s / total_steps, y
 
 
+def is_finished(steps: Sequence[float], total_steps: int) -> bool:
+    """Whether a curve was logged to the end of its run: the loss of the last batch is logged at step ``T - 1``,
+    and an eval loss logged every ``g`` steps ends within ``g`` of ``T``."""
+    s = np.asarray(steps, dtype=float)
+    gap = float(np.median(np.diff(s))) if s.size > 1 else 1.0
+    return float(s[-1]) + max(gap, 1.0) >= total_steps
+
+
 def estimate_final_loss(
     steps: Sequence[float],
     losses: Sequence[float],
@@ -68,15 +76,14 @@ def estimate_final_loss(
     Args:
         steps (Sequence[float]): Logged steps, strictly increasing.
         losses (Sequence[float]): Training losses at those steps.
-        total_steps (int): ``T``. The curve must reach ``t/T >= 1 - tail_fraction``.
+        total_steps (int): ``T``. The curve must be finished (:func:`is_finished`).
         tail_fraction (float): Width of the tail window as a fraction of the run.
 
     Returns:
         float: Estimated final loss.
     """
     t, y = validated_curve(steps, losses, total_steps)
-    # A finished run logs its last loss at step T - 1 (the loss of batch k is logged at step k).
-    if t[-1] < min(1.0 - tail_fraction, (total_steps - 1) / total_steps):
+    if not is_finished(steps, total_steps):
         fail(f'the curve ends at t/T={t[-1]:.3f}; estimate_final_loss needs a finished run. Pass final_loss '
              'explicitly or use predict_final_loss for a partial run.')
     tail = t >= 1.0 - tail_fraction

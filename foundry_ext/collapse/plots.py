@@ -30,6 +30,8 @@ class CollapseCurve:
         final_loss (float): ``L(T)`` used to normalize.
         color (str, optional): Matplotlib color.
         linestyle (str): Matplotlib line style.
+        reference (ReferenceCurve, optional): The run's own reference for the residual panel (a size-aware
+            reference specialized to its controls); default the figure's.
     """
 
     label: str
@@ -39,6 +41,7 @@ class CollapseCurve:
     final_loss: float
     color: Optional[str] = None
     linestyle: str = '-'
+    reference: Optional[ReferenceCurve] = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,10 @@ def plot_collapse(
         ax_raw.plot(c.steps, c.losses, color=c.color, linestyle=c.linestyle, linewidth=1.0, label=c.label)
         ax_norm.plot(t, c.losses / c.final_loss, color=c.color, linestyle=c.linestyle, linewidth=1.0, label=c.label)
         if residuals:
-            assert ref is not None
+            own = c.reference or ref
+            assert own is not None
             with np.errstate(invalid='ignore'):
-                z = (c.losses / c.final_loss - ref(t)) / ref.band(t)
+                z = (c.losses / c.final_loss - own(t)) / own.band(t)
             axes[2].plot(t, z, color=c.color, linestyle=c.linestyle, linewidth=1.0, label=c.label)
     ax_raw.set(xlabel='step', ylabel='training loss', title='raw')
     ax_norm.set(xlabel='t / T', ylabel='L / L(T)', title='normalized')

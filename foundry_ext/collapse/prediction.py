@@ -15,13 +15,18 @@ from typing import Optional
 
 import numpy as np
 
-from foundry_ext.collapse.curves import validated_curve
+from foundry_ext.collapse.curves import is_finished, validated_curve
 from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.core.errors import fail
 
-__all__ = ['CollapseResidual', 'Prediction', 'collapse_residual', 'final_window_losses', 'predict_final_loss']
+__all__ = ['ALIGN_WINDOW', 'CollapseResidual', 'Prediction', 'alignment_window', 'collapse_residual',
+           'final_window_losses', 'min_alignment_points', 'predict_final_loss']
 
 log = logging.getLogger(__name__)
+
+# Width in t/T of the newest part of a partial curve that a prediction aligns on; chosen on the SlimPajama and
+# OpenWebText2 cosine families among 0.02, 0.03, 0.05 and 0.1 (docs/collapse.md).
+ALIGN_WINDOW = 0.03
 
 
 @dataclass(frozen=True)
@@ -45,26 +50,44 @@ class Prediction:
     fraction_used: float
 
 
-def _align(
-    t: np.ndarray,
-    y: np.ndarray,
-    ref: ReferenceCurve,
-    lo: float,
-    hi: float,
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares ``log L(T)`` aligning ``y`` on ``[lo, hi]`` with the reference.
+def _mean_residual(t: np.ndarray, y: np.ndarray, ref: ReferenceCurve, window: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least-squares ``log L(T)`` aligning the points in ``window`` with the reference.
 
-    Minimizing :math:`\\sum_i (\\log L_i - \\log L(T) - \\log\\hat\\ell(\\hat t_i))^2` over the
-    window gives the mean of :math:`r_i = \\log L_i - \\log\\hat\\ell(\\hat t_i)`.
+    Minimizing :math:`\\sum_i (\\log L_i - \\log L(T) - \\log\\hat\\ell(\\hat t_i))^2` gives the mean of
+    :math:`r_i = \\log L_i - \\log\\hat\\ell(\\hat t_i)`.
 
     Returns:
-        tuple: ``(log L(T), r_i, window mask)``.
+        tuple: ``(log L(T), r_i)``.
     """
-    window = (t >= lo) & (t <= hi)
-    if window.sum() < 2:
-        fail(f'need at least 2 logged points with {lo:.3f} <= t/T <= {hi:.3f} to align with the reference.')
     r = np.log(y[window]) - np.log(ref(t[window]))
-    return float(np.mean(r)), r, window
+    return float(np.mean(r)), r
+
+
+def alignment_window(t: np.ndarray, lo: float, hi: float, width: Optional[float], min_points: int = 2) -> np.ndarray:
+    """The points a prediction aligns on: ``hi - width <= t/T <= hi``, widened back toward ``lo`` until it holds
+    ``min_points`` points (sparse evaluations, or smoothed noisy losses), never below ``lo`` (the reference's start).
+
+    Raises:
+        ConfigError: With fewer than two points in ``[lo, hi]``, saying which fraction would work.
+    """
+    usable = (t >= lo) & (t <= hi)
+    if usable.sum() < 2:
+        past = t[t >= lo]
+        fix = (f'the second logged point at or after it is at t/T={past[1]:.3f}: use a fraction of at least that'
+               if past.size >= 2 else f'the run has {past.size} logged point(s) past it: refit the reference with a '
+               'lower --fit-start or log the loss more often')
+        fail(f'need at least 2 logged points with {lo:.3f} <= t/T <= {hi:.3f} to align with the reference, which '
+             f'starts at t/T={lo:.3f}; {fix}.')
+    window = usable & (t >= hi - width) if width is not None else usable
+    if window.sum() < min_points:
+        window = usable & (t >= t[usable][-min(min_points, int(usable.sum()))])
+    return window
+
+
+def min_alignment_points(smoothing: int) -> int:
+    """Points a prediction averages at least: two, or four smoothing windows of a smoothed noisy loss (whose
+    neighbouring points share most of their losses)."""
+    return 2 if smoothing <= 1 else 4 * smoothing
 
 
 def predict_final_loss(
@@ -75,42 +98,51 @@ def predict_final_loss(
     fraction_used: Optional[float] = None,
     ignore_before: Optional[float] = None,
     z: float = 2.0,
+    window: Optional[float] = ALIGN_WINDOW,
 ) -> Prediction:
     """Extrapolate ``L(T)`` from a partial curve, [SwC] Sec. 5 step 5.
 
-    The divisor ``L(T)`` that best aligns the partial curve with the reference is the prediction:
+    The divisor ``L(T)`` that best aligns the newest part of the partial curve with the reference is the
+    prediction:
 
     .. math::
 
         \\log \\hat L(T) = \\frac{1}{n}\\sum_{i} \\big(\\log L_i - \\log\\hat\\ell(\\hat t_i)\\big),
         \\qquad \\sigma^2 = \\frac{s_r^2}{n} + \\overline{(\\sigma_{band}/\\hat\\ell)^2}
 
-    over the logged points with ``ignore_before <= t/T <= fraction_used``. The uncertainty (an
-    approximation; the paper gives none) adds the standard error of the mean residual (assumes
-    independent noise, so it is optimistic for smoothed curves) and the reference band over the
-    window as a fully correlated shape error (a run whose shape differs from the reference by one
-    band width shifts the estimate by that much). The interval is ``exp(+-z sigma)`` around the
-    estimate.
+    over the logged points with ``fraction_used - window <= t/T <= fraction_used`` (at least two, or four smoothing
+    windows of a smoothed loss, and none before ``ignore_before``; :func:`alignment_window`). Aligning on the newest points, not on everything since the
+    warmup, is ours: the reference runs differ from each other most early in training (where the band is widest),
+    and those differences are largely one smooth change of shape, so older points add shape error rather than
+    average it out (measured on real families in docs/collapse.md). The uncertainty (the paper gives none) adds
+    the standard error of the mean residual (independent noise: optimistic for smoothed curves) and the reference
+    band over the window as a fully correlated shape error. The interval is ``exp(+-z sigma)`` around the estimate.
 
     Args:
-        steps (Sequence[float]): Logged steps of the partial run.
-        losses (Sequence[float]): Training losses.
+        steps (Sequence[float]): Logged steps of the run (those after ``fraction_used`` are ignored).
+        losses (Sequence[float]): Its losses.
         total_steps (int): ``T`` of the full run.
-        ref (ReferenceCurve): Reference with the run's LR schedule, TPP and tau.
-        fraction_used (float, optional): Use only ``t/T <= fraction_used`` (default: all points),
-            e.g. 0.1-0.3 as in the paper.
-        ignore_before (float, optional): Drop noisy warmup points below this fraction
-            (default ``ref.fit_start``).
+        ref (ReferenceCurve): Reference for the run's LR schedule, TPP and tau (:meth:`ReferenceCurve.for_controls`).
+        fraction_used (float, optional): Use only ``t/T <= fraction_used`` (default: all points), e.g. 0.1-0.3 as
+            in the paper.
+        ignore_before (float, optional): Never align on points below this fraction (default ``ref.fit_start``).
         z (float): Interval half-width in standard errors.
+        window (float, optional): Width of the alignment window in ``t/T``; None aligns on every point from
+            ``ignore_before`` on (the ``L(T)`` a whole finished curve implies).
 
     Returns:
         Prediction: The estimate and interval.
+
+    Raises:
+        ConfigError: With fewer than two points between the reference's start and ``fraction_used``, saying which
+            fraction would work.
     """
     t, y = validated_curve(steps, losses, total_steps)
     lo = ref.fit_start if ignore_before is None else max(ignore_before, ref.fit_start)
     hi = float(t[-1]) if fraction_used is None else fraction_used
-    log_final, r, window = _align(t, y, ref, lo, hi)
-    shape_rel = ref.band(t[window]) / ref(t[window])
+    points = alignment_window(t, lo, hi, window, min_alignment_points(ref.smoothing))
+    log_final, r = _mean_residual(t, y, ref, points)
+    shape_rel = ref.band(t[points]) / ref(t[points])
     sigma = math.sqrt(np.var(r, ddof=1) / r.size + np.mean(shape_rel**2))
     final = math.exp(log_final)
     return Prediction(
@@ -119,7 +151,7 @@ def predict_final_loss(
         upper=final * math.exp(z * sigma),
         log_sigma=sigma,
         n_points=int(r.size),
-        fraction_used=float(t[window][-1]),
+        fraction_used=float(t[points][-1]),
     )
 
 
@@ -131,7 +163,7 @@ def final_window_losses(
     predicted_final_loss: float,
     window: float = 0.05,
 ) -> tuple[float, float]:
-    """Measured and predicted mean training loss over the last ``window`` of a finished run.
+    """Measured and predicted mean loss over the last ``window`` of a finished run (at least its last point).
 
     ``L(T)`` of a single noisy curve is itself an estimate (the last logged losses scatter by
     several percent with small batches). The mean raw loss over the last ``window`` of training
@@ -140,7 +172,7 @@ def final_window_losses(
 
     Args:
         steps (Sequence[float]): Logged steps of the finished run (raw, not smoothed).
-        losses (Sequence[float]): Training losses.
+        losses (Sequence[float]): Its losses (training, or an eval loss logged every few hundred steps).
         total_steps (int): ``T``.
         ref (ReferenceCurve): The reference the prediction used.
         predicted_final_loss (float): Predicted ``L(T)`` (e.g. :attr:`Prediction.final_loss`).
@@ -150,9 +182,9 @@ def final_window_losses(
         tuple[float, float]: ``(measured mean, predicted mean)``.
     """
     t, y = validated_curve(steps, losses, total_steps)
-    tail = t >= 1.0 - window
-    if not tail.any() or t[-1] < (total_steps - 1) / total_steps:
-        fail(f'need a finished run with points in the last {window:.0%} of training.')
+    if not is_finished(steps, total_steps):
+        fail(f'need a finished run with points in the last {window:.0%} of training; the last is at t/T={t[-1]:.3f}.')
+    tail = t >= min(1.0 - window, t[-1])  # at least the last point, when evaluations are sparser than the window
     return float(np.mean(y[tail])), float(predicted_final_loss * np.mean(ref(t[tail])))
 
 
@@ -240,7 +272,7 @@ def collapse_residual(
         lo, hi = next(((a, b) for a, b in ((max(align_window[0], ref.fit_start), align_window[1]),
                                           (ref.fit_start, align_window[1]))
                        if np.count_nonzero((t >= a) & (t <= b)) >= 2), (ref.fit_start, 1.0))
-        final_loss_estimate = math.exp(_align(t, y, ref, lo, hi)[0])
+        final_loss_estimate = math.exp(_mean_residual(t, y, ref, alignment_window(t, lo, hi, None))[0])
     normalized = y / final_loss_estimate
     reference = ref(t)
     z = (normalized - reference) / ref.band(t)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
 from foundry_ext.core.errors import fail
 from foundry_ext.core.metric_names import LOSS_KEY
+
+if TYPE_CHECKING:
+    from foundry_ext.collapse.controls import Controls
 
 log = logging.getLogger(__name__)
 
@@ -61,78 +64,111 @@ def tau(yaml_path: str, overrides: Optional[Sequence[str]] = None, target: Optio
     return Report([f'{label + ":":<18}{value}' for label, value in rows])
 
 
-def fit(runs: Sequence[str], out: str, smooth: int = 25, fit_start: float = 0.1, final_loss: str = 'fit',
-        loss_key: str = LOSS_KEY) -> Report:
-    """Fits a reference curve ([SwC] Eq. 4) and its band on finished runs with matched controls; writes ``out``."""
-    from foundry_ext.collapse.prediction import predict_final_loss
-    from foundry_ext.collapse.reference import fit_reference
+def _control_ranges(controls: Sequence[Controls]) -> str:
+    """``tau 0.2..0.4, TPP 20, N 1.2e+08..3.6e+08``: each known control's value, or range over several runs."""
+    parts = []
+    for key, label in (('tau', 'tau'), ('tpp', 'TPP'), ('params', 'N')):
+        values = [c.known()[key] for c in controls if key in c.known()]
+        if values:
+            lo, hi = min(values), max(values)
+            parts.append(f'{label} {lo:.4g}' + (f'..{hi:.4g}' if hi > lo else ''))
+    return ', '.join(parts)
+
+
+def fit(runs: Sequence[str], out: str, smooth: Optional[int] = None, fit_start: Optional[float] = None,
+        final_loss: str = 'fit', loss_key: str = LOSS_KEY) -> Report:
+    """Fits a reference curve ([SwC] Eq. 4) and its band on finished runs; writes ``out``.
+
+    Runs with the same controls give the collapsed curve; runs whose controls differ (``tau``, TPP or size, from
+    ``config.yaml`` or ``run.json``) also give a size-aware reference (:mod:`foundry_ext.collapse.drift`).
+    ``smooth`` and ``fit_start`` default to 25 points for per-step losses (1 for sparser logs) and to the end of
+    the warmup (at least 0.05).
+    """
     from foundry_ext.collapse.curves import smooth_curve
-    from foundry_ext.collapse.runs import load_run
+    from foundry_ext.collapse.prediction import predict_final_loss
+    from foundry_ext.collapse.reference import default_fit_start
+    from foundry_ext.collapse.runs import fit_runs, load_run
 
     report = Report()
     loaded = [load_run(path, loss_key=loss_key) for path in runs]
     unfinished = [r.name for r in loaded if not r.finished]
     if unfinished:
         fail(f'runs {unfinished} did not log a loss at their last step T - 1; fit needs finished runs (or their '
-             'config.yaml has a different max_duration).')
+             'config.yaml or run.json gives a different length).')
     schedule = loaded[0].schedule()
-    grid = np.linspace(0.0, 1.0, 1001)
+    warmups = [default_fit_start(r.schedule()) for r in loaded]
+    grid = np.linspace(max(warmups), 1.0, 1001)  # the warmups may differ: compare the schedules after them
     for run in loaded[1:]:
         gap = float(np.max(np.abs(run.schedule()(grid) - schedule(grid))))
         if gap > SCHEDULE_TOLERANCE:
             report.warnings.append(f'{run.name}: LR schedule differs from {loaded[0].name} by up to {gap:.3f} (of the '
-                                   'peak); curves only collapse with the same schedule over t/T.')
-    budgets = [r.budget for r in loaded]
-    tau_fraction = tpp = None
-    if all(b is not None for b in budgets):
-        tau_fraction, tpp = budgets[0].tau_fraction, budgets[0].tpp
-    else:
-        report.warnings.append('not every run has a config.yaml: tau and TPP are not recorded in the reference.')
-    ref = fit_reference([r.curve for r in loaded], schedule, fit_start=fit_start, smoothing=smooth,
-                        final_loss=final_loss, tau_fraction=tau_fraction, tpp=tpp)
-    if tau_fraction is not None:  # the reference records the first run's controls
-        for run, b in zip(loaded[1:], budgets[1:]):
-            for problem in ref.controls_mismatch(b.tau_fraction, b.tpp):
-                report.warnings.append(f'{run.name}: {problem} (of {loaded[0].name}); the runs do not share '
-                                       'controls, so their curves need not collapse.')
+                                   f'peak) over t/T >= {grid[0]:.3g}; curves only collapse with the same schedule over '
+                                   't/T.')
+    known = [r.controls for r in loaded if r.controls is not None]
+    if len(known) < len(loaded):
+        report.warnings.append('not every run has a config.yaml or run.json: tau and TPP are not recorded, and the '
+                               'reference cannot follow controls that differ between the runs.')
+    ref = fit_runs(loaded, smooth, fit_start, final_loss)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(ref.to_json())
     for run in loaded:
         # The L(T) each run was normalized by: aligned over its whole curve ('fit'), or its tail line.
-        final = (predict_final_loss(*smooth_curve(run.curve.steps, run.curve.losses, smooth), run.total_steps,
-                                    ref).final_loss if final_loss == 'fit' else run.final_loss())
-        report.lines.append(f'{run.name}: T={run.total_steps}, L(T)={final:.4f}')
-    controls = f'tau {tau_fraction:.4g}, TPP {tpp:.4g}' if tau_fraction is not None else 'controls not recorded'
+        final = (predict_final_loss(*smooth_curve(run.curve.steps, run.curve.losses, ref.smoothing), run.total_steps,
+                                    ref.for_controls(run.controls), window=None).final_loss
+                 if final_loss == 'fit' else run.final_loss())
+        report.lines.append(f'{run.name}: T={run.total_steps}, L(T)={final:.4f}'
+                            + (f' ({_control_ranges([run.controls])})' if run.controls is not None else ''))
+    if ref.drift is not None:
+        described = (f"size-aware: the runs' controls differ ({_control_ranges(known)}); a run is predicted from the "
+                     f"reference runs nearest in {', '.join(ref.drift.keys)}")
+    elif len(known) == len(loaded):
+        described = f'controls {_control_ranges(known[:1])}'
+    else:
+        described = 'controls not recorded'
     report.lines.append(f'reference: b={ref.b:.4g}, q={ref.q:.4g}, m={ref.m:g}; RMS misfit {ref.fit_rmse:.4f}; band '
-                        f'{min(ref.band_sigma):.4f}..{max(ref.band_sigma):.4f}; smoothing {smooth}; {controls}')
+                        f'{min(ref.band_sigma):.4f}..{max(ref.band_sigma):.4f}; from t/T {ref.fit_start:.3g}; '
+                        f'smoothing {ref.smoothing}; {described}')
     report.lines.append(f'wrote {out}')
     return report
 
 
 def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, total_steps: Optional[int] = None,
-            threshold: float = 3.0, consecutive: int = 5, window: float = 0.05,
-            loss_key: str = LOSS_KEY) -> Report:
-    """Predicts a run's final loss from its beginning, and reports where it leaves the reference band."""
+            threshold: float = 3.0, consecutive: int = 5, window: float = 0.05, loss_key: str = LOSS_KEY,
+            align_window: Optional[float] = None) -> Report:
+    """Predicts a run's final loss from its beginning, and reports where it leaves the reference band.
+
+    A size-aware reference is first specialized to the run's controls (from ``config.yaml`` or ``run.json``).
+    """
     from foundry_ext.collapse.curves import smooth_curve
-    from foundry_ext.collapse.prediction import collapse_residual, final_window_losses, predict_final_loss
+    from foundry_ext.collapse.prediction import (ALIGN_WINDOW, collapse_residual, final_window_losses,
+                                                 predict_final_loss)
     from foundry_ext.collapse.reference import ReferenceCurve
     from foundry_ext.collapse.runs import load_run
 
     report = Report()
-    ref = ReferenceCurve.from_json(Path(ref_path).read_text())
+    family = ReferenceCurve.from_json(Path(ref_path).read_text())
     run = load_run(run_path, total_steps, loss_key)
-    if run.budget is not None:
-        for problem in ref.controls_mismatch(run.budget.tau_fraction, run.budget.tpp):
+    if run.controls is not None:
+        for problem in family.controls_mismatch(run.controls.tau, run.controls.tpp):
             report.warnings.append(f'{problem}: collapse needs the same tau and TPP.')
+    elif family.drift is not None:
+        report.warnings.append(f'{run.name} has no config.yaml or run.json: the size-aware reference weighs every '
+                               'reference run alike.')
+    ref = family.for_controls(run.controls)
     steps, losses = smooth_curve(run.curve.steps, run.curve.losses, ref.smoothing)
+    pred = predict_final_loss(steps, losses, run.total_steps, ref, fraction_used=fraction,
+                              window=align_window if align_window is not None else ALIGN_WINDOW)
     if fraction is not None:
         keep = steps / run.total_steps <= fraction
         steps, losses = steps[keep], losses[keep]
-    pred = predict_final_loss(steps, losses, run.total_steps, ref)
     residual = collapse_residual(steps, losses, run.total_steps, ref)
     report.lines.append(f'{run.name}: T={run.total_steps}; predicted L(T) = {pred.final_loss:.4f} '
                         f'[{pred.lower:.4f}, {pred.upper:.4f}] from t/T <= {pred.fraction_used:.3f} '
                         f'({pred.n_points} points)')
+    if family.drift is not None:
+        nearest = sorted(zip(family.weights(run.controls), family.drift.controls), key=lambda p: -p[0])[:3]
+        report.lines.append('reference runs weighed: ' + '; '.join(f'{w:.2f} ({_control_ranges([c])})'
+                                                                   for w, c in nearest))
     if run.finished:
         measured, predicted = final_window_losses(*run.curve, ref, pred.final_loss, window)
         report.lines.append(f'finished: mean loss over the last {window:.0%} of steps {measured:.4f}, predicted '
@@ -162,15 +198,16 @@ def plot(runs: Sequence[str], out: str, ref_path: Optional[str] = None, smooth: 
     for i, path in enumerate(runs):
         run = load_run(path, total_steps, loss_key)
         steps, losses = smooth_curve(run.curve.steps, run.curve.losses, window)
+        own = ref.for_controls(run.controls) if ref is not None else None
         if run.finished:
             # Normalized as a 'fit' reference normalizes its runs, or by the tail line without one.
-            final = (predict_final_loss(steps, losses, run.total_steps, ref).final_loss if ref is not None
-                     else run.final_loss())
+            final = (predict_final_loss(steps, losses, run.total_steps, own, window=None).final_loss
+                     if own is not None else run.final_loss())
             label = run.name
-        elif ref is not None:
-            final = collapse_residual(steps, losses, run.total_steps, ref).final_loss
+        elif own is not None:
+            final = collapse_residual(steps, losses, run.total_steps, own).final_loss
             label = f'{run.name} (unfinished, early-aligned)'
         else:
             fail(f'{run.name} is unfinished: pass --ref to normalize it by the early-aligned L(T).')
-        curves.append(CollapseCurve(label, steps, losses, run.total_steps, final, f'C{i % 10}'))
+        curves.append(CollapseCurve(label, steps, losses, run.total_steps, final, f'C{i % 10}', reference=own))
     return Report([f'wrote {plot_collapse(curves, out, ref=ref, residuals=residuals)}'])

@@ -5,7 +5,8 @@ run's training YAML (overrides merged) beside it as ``config.yaml``.
 
 JSONL: one object per line with an integer ``step`` and any metric keys, e.g.
 ``{"step": 12, "loss/train/total": 5.51}``. CSV: a header row with a ``step`` column and one column
-per metric. In both, a later row for the same step replaces an earlier one (a resumed run logs the
+per metric. Exports of other trainers may name the step ``_step``, ``Step``, ``global_step``, ``iter`` or
+``iteration`` (:data:`~foundry_ext.core.metric_names.STEP_KEYS`, the first found in a row). In both, a later row for the same step replaces an earlier one (a resumed run logs the
 steps after its last checkpoint again), and non-numeric values such as ``"nan"`` are read as floats.
 """
 
@@ -21,7 +22,7 @@ from typing import Optional, Union
 import numpy as np
 
 from foundry_ext.core.errors import ConfigError
-from foundry_ext.core.metric_names import find_lr_key
+from foundry_ext.core.metric_names import STEP_KEYS, find_lr_key
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,23 @@ __all__ = ['CONFIG_NAME', 'METRICS_NAME', 'Series', 'lr_series', 'metrics_file',
 
 Series = tuple[np.ndarray, np.ndarray]
 METRICS_NAME = 'metrics.jsonl'
+METRICS_CSV = 'metrics.csv'  # a run folder exported from another trainer
 CONFIG_NAME = 'config.yaml'
 
 
 def metrics_file(path: Union[str, Path]) -> Path:
-    """The metrics file of a run: ``path`` itself, or ``path/metrics.jsonl`` for a folder.
+    """The metrics file of a run: ``path`` itself, or for a folder its ``metrics.jsonl`` (or ``metrics.csv``).
 
     Raises:
         FileNotFoundError: If there is no such file.
     """
     path = Path(path)
     if path.is_dir():
-        path = path / METRICS_NAME
+        path = next((path / name for name in (METRICS_NAME, METRICS_CSV) if (path / name).is_file()),
+                    path / METRICS_NAME)
     if not path.is_file():
-        raise FileNotFoundError(f'{path} does not exist; a run is a metrics file or a folder with {METRICS_NAME}.')
+        raise FileNotFoundError(f'{path} does not exist; a run is a metrics file or a folder with {METRICS_NAME} '
+                                f'(or {METRICS_CSV}).')
     return path
 
 
@@ -60,11 +64,12 @@ def read_metrics(path: Union[str, Path]) -> dict[str, Series]:
     path = Path(path)
     latest: dict[str, dict[int, float]] = {}
     for row in _rows(path):
-        if row.get('step') is None:
+        step_key = next((k for k in STEP_KEYS if row.get(k) is not None), None)
+        if step_key is None:
             continue
-        step = int(float(row['step']))
+        step = int(float(row[step_key]))
         for key, value in row.items():
-            if key == 'step':
+            if key == step_key:
                 continue
             try:
                 latest.setdefault(key, {})[step] = float(value)
@@ -132,6 +137,7 @@ def _one_metric(path: Path, key: str) -> Optional[Series]:
 
 
 def lr_series(metrics: dict[str, Series]) -> Optional[Series]:
-    """The LR of the first param group as ``lr_monitor`` logs it (``lr-<Optimizer>/group0``), or None."""
+    """The LR of the first param group as ``lr_monitor`` logs it (``lr-<Optimizer>/group0``), or as another trainer
+    names it (:func:`~foundry_ext.core.metric_names.find_lr_key`), or None."""
     key = find_lr_key(metrics)
-    return None if key is None else metrics[key]
+    return metrics[key] if key is not None else None

@@ -29,17 +29,16 @@ import numpy as np
 
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.errors import fail
-from foundry_ext.core.metric_names import LOSS_KEY, find_lr_key
+from foundry_ext.core.metric_names import (LOSS_ALIASES, LOSS_KEY, LR_ALIASES, find_loss_key, find_lr_key,
+                                           is_lr_monitor_key)
 from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, metrics_file, read_metrics
 from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['PUBLIC_LOSS', 'PUBLIC_LR', 'LRHistory', 'Run', 'find_main', 'join_branches', 'load_run', 'load_runs',
+__all__ = ['LRHistory', 'Run', 'find_main', 'join_branches', 'load_run', 'load_runs',
            'read_schedule', 'resolve_keys']
 
-PUBLIC_LOSS = 'loss'  # the column names of public CSV exports
-PUBLIC_LR = 'lr'
 _JOIN_ABOVE = 1.05  # the branch's first logged LR over the main run's LR at that step: at most this
 _JOIN_BELOW = 0.5  # and at least this
 
@@ -111,27 +110,24 @@ def resolve_keys(keys: Sequence[str], source: str, loss_key: Optional[str], lr_k
             if loss_key not in keys:
                 fail(f'{source} has no metric {loss_key!r} ({loss_option}); it has: {listing}.')
             resolved_loss = loss_key
-        elif LOSS_KEY in keys:
-            resolved_loss = LOSS_KEY
-        elif PUBLIC_LOSS in keys:
-            log.info('%s has no %r; using its %r column as the loss.', source, LOSS_KEY, PUBLIC_LOSS)
-            resolved_loss = PUBLIC_LOSS
         else:
-            fail(f'{source} has neither {LOSS_KEY!r} nor a {PUBLIC_LOSS!r} column; name the loss with {loss_option} '
-                 f'(it has: {listing}).')
+            resolved_loss = find_loss_key(keys)
+            if resolved_loss is None:
+                fail(f'{source} has neither {LOSS_KEY!r} nor a column named like a loss ({", ".join(LOSS_ALIASES)}); '
+                     f'name the loss with {loss_option} (it has: {listing}).')
+            if resolved_loss != LOSS_KEY:
+                log.info('%s has no %r; using its %r column as the loss.', source, LOSS_KEY, resolved_loss)
     if lr_key is not None:
         if lr_key not in keys:
             fail(f'{source} has no LR column {lr_key!r} ({lr_option}); it has: {listing}.')
         return resolved_loss, lr_key
     found = find_lr_key(keys)
-    if found is None and PUBLIC_LR in keys:
-        log.info("%s has no lr_monitor key (lr-<Optimizer>/group0); using its %r column as the LR.", source,
-                 PUBLIC_LR)
-        found = PUBLIC_LR
     if found is None:
-        fail(f'{source} has no LR column (lr_monitor\'s lr-<Optimizer>/group0, or {PUBLIC_LR!r}); the laws need the '
-             f'LR of every step. Add `callbacks: {{lr_monitor: {{}}}}` to the run\'s YAML, or name the column with '
-             f'{lr_option} (it has: {listing}).')
+        fail(f'{source} has no LR column (lr_monitor\'s lr-<Optimizer>/group0, or {", ".join(LR_ALIASES)}); the laws '
+             f'need the LR of every step. Add `callbacks: {{lr_monitor: {{}}}}` to the run\'s YAML, or name the column '
+             f'with {lr_option} (it has: {listing}).')
+    if not is_lr_monitor_key(found):
+        log.info("%s has no lr_monitor key (lr-<Optimizer>/group0); using its %r column as the LR.", source, found)
     return resolved_loss, found
 
 

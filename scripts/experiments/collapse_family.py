@@ -44,7 +44,7 @@ from foundry_ext.collapse.curves import smooth_curve
 from foundry_ext.collapse.plots import CollapseCurve, Marker, plot_collapse
 from foundry_ext.collapse.prediction import collapse_residual, final_window_losses, predict_final_loss
 from foundry_ext.collapse.reference import ReferenceCurve, fit_reference
-from foundry_ext.collapse.runs import CONFIG_NAME, METRICS_NAME, CollapseRun, load_run
+from foundry_ext.collapse.runs import CONFIG_NAME, METRICS_NAME, CollapseRun, fit_runs, load_run
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.metrics_io import read_metrics
 
@@ -234,8 +234,9 @@ def _metric_at_or_before(path: Path, key: str, step: float) -> Optional[tuple[in
 
 def _prediction_table(spec: FamilySpec, run: CollapseRun, ref: ReferenceCurve) -> list[dict[str, float]]:
     """Predictions from several early fractions: of the final-window mean loss (the headline) and of ``L(T)``."""
+    ref = ref.for_controls(run.controls)  # a reference fitted on several sizes follows the run's
     s, y = smooth_curve(run.curve.steps, run.curve.losses, spec.smoothing)
-    full_curve = predict_final_loss(s, y, run.total_steps, ref).final_loss  # L(T) aligned over the whole run
+    full_curve = predict_final_loss(s, y, run.total_steps, ref, window=None).final_loss  # aligned over the whole run
     rows = []
     for fraction in sorted({0.15, spec.fraction_used, 0.3}):
         keep = s / run.total_steps <= fraction
@@ -251,6 +252,7 @@ def _prediction_table(spec: FamilySpec, run: CollapseRun, ref: ReferenceCurve) -
 def _bad_tau_analysis(spec: FamilySpec, bad: CollapseRun, twin: CollapseRun, ref: ReferenceCurve,
                       bad_dir: Path) -> dict[str, Any]:
     total = bad.total_steps
+    ref = ref.for_controls(twin.controls)  # the controls the bad run was planned with
     flag_step = _first_alert(spec, bad_dir)
     sb, yb = smooth_curve(bad.curve.steps, bad.curve.losses, spec.smoothing)
     st, yt = smooth_curve(twin.curve.steps, twin.curve.losses, spec.smoothing)
@@ -298,11 +300,9 @@ def shape_check(spec: FamilySpec, out_dir: Path, reuse: bool = False) -> str:
 
 
 def fit_family_reference(spec: FamilySpec, runs: Sequence[CollapseRun]) -> ReferenceCurve:
-    """Fits the reference curve on finished family members (same schedule, TPP and tau) as the experiment does."""
-    budget = runs[0].budget
-    assert budget is not None
-    return fit_reference([r.curve for r in runs], runs[0].schedule(), smoothing=spec.smoothing, final_loss='fit',
-                         tau_fraction=budget.tau_fraction, tpp=budget.tpp)
+    """Fits the reference curve on finished family members as the experiment (and ``foundry-ext collapse fit``)
+    does: from the end of the warmup, size-aware across the members' sizes."""
+    return fit_runs(runs, smoothing=spec.smoothing)
 
 
 def run_experiment(
@@ -397,8 +397,8 @@ def _plot(spec: FamilySpec, refs: Sequence[CollapseRun], target: CollapseRun, ba
                   f'{spec.fraction_used:.0%}: {main["predicted"]:.4f} vs {main["actual"]:.4f} ({main["error"]:+.2%})')
     # Both runs normalized as the monitor sees them: by the early-aligned L(T), not their own final loss.
     aligned = [curve(r, label, color, final=collapse_residual(*smooth_curve(r.curve.steps, r.curve.losses,
-                                                                           spec.smoothing), r.total_steps, ref)
-                     .final_loss)
+                                                                           spec.smoothing), r.total_steps,
+                                                              ref.for_controls(twin.controls)).final_loss)
                for r, label, color in ((twin, f'{twin.name} (healthy twin)', 'C0'),
                                        (bad, f'{bad.name} (weight decay x{spec.bad_wd_factor:g})', 'C3'))]
     markers = [Marker(f'{label} t/T={fraction:.2f}', fraction, color)

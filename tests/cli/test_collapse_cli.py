@@ -14,7 +14,8 @@ from foundry_ext.collapse.curves import smooth_curve
 from foundry_ext.collapse.prediction import final_window_losses, predict_final_loss
 from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.cli.main import app
-from scripts.experiments.collapse_family import BASE_YAML
+from foundry_ext.core.metric_names import EVAL_CROSS_ENTROPY
+from scripts.experiments.collapse_family import BASE_YAML, REPO
 from tests.collapse_family_runs import SPEC, reference_family
 
 
@@ -123,3 +124,22 @@ def test_fit_creates_the_output_folder(family, tmp_path):
     result = _invoke('fit', *(str(ref_path.parent / f'ref-s{seed}') for seed in SPEC.seeds), '-o', str(out))
     assert result.exit_code == 0, result.output
     assert ReferenceCurve.from_json(out.read_text()).smoothing == 25
+
+
+def test_fit_and_predict_runs_of_another_trainer_from_their_run_json(tmp_path):
+    # W&B exports of a real family (data/lr_scheduling_families): metrics.csv with an eval loss every 200 steps and
+    # a run.json with the controls. No config.yaml, no training.
+    data = REPO / 'data' / 'lr_scheduling_families' / 'slimpajama-cosine'
+    refs = [data / name for name in ('33m-7000ba-lr0.002', '53m-11250ba-lr0.002', '60m-12500ba-lr0.002')]
+    out = tmp_path / 'ref.json'
+    result = _invoke('fit', *map(str, refs), '-o', str(out), '--loss-key', EVAL_CROSS_ENTROPY)
+    assert result.exit_code == 0, result.output
+    assert 'size-aware' in result.output and 'smoothing 1' in result.output
+    big = str(data / '360m-37500ba-lr0.001')
+    result = _invoke('predict', big, '--ref', str(out), '--fraction', '0.1', '--loss-key', EVAL_CROSS_ENTROPY)
+    assert result.exit_code == 0, result.output
+    assert 'reference runs weighed' in result.output
+    assert abs(_number(r'error ([+-][\d.]+)%', result.output)) < 5
+    result = _invoke('predict', big, '--ref', str(out), '--fraction', '0.01', '--loss-key', EVAL_CROSS_ENTROPY)
+    assert result.exit_code == 2 and 'need at least 2 logged points' in result.output
+    assert 'use a fraction of at least that' in result.output

@@ -48,3 +48,22 @@ def test_residual_of_sparse_evaluations_aligns_on_every_point_past_warmup(family
     sparse = collapse_residual(steps[pick], losses[pick], total, family['ref'])
     assert sparse.final_loss == pytest.approx(2.5, rel=0.02)
     assert np.isnan(sparse.z[0]) and np.isfinite(sparse.z[1:]).all()
+
+
+def test_a_fraction_at_the_reference_start_says_which_fraction_works(family: dict[str, Any]):
+    # fit_start is 0.1 and the run logs every 10 of 4000 steps: t/T = 0.1 is one point, 0.1025 the second.
+    with pytest.raises(ValueError, match=r'at least 2 logged points .* use a fraction of at least that') as err:
+        predict_final_loss(*family['large'], family['ref'], fraction_used=0.1)
+    assert 't/T=0.102' in str(err.value)
+    assert predict_final_loss(*family['large'], family['ref'], fraction_used=0.1025).n_points == 2
+
+
+def test_sparse_evaluations_widen_the_window_to_two_points(family: dict[str, Any]):
+    # An eval loss every 200 steps of 4000: the 3% window before 20% holds one point, so the two newest are used.
+    steps, losses, total = family['large']
+    pick = np.searchsorted(steps, np.arange(200, total + 1, 200))
+    sparse = (np.asarray(steps)[pick], np.asarray(losses)[pick], total)
+    pred = predict_final_loss(*sparse, family['ref'], fraction_used=0.2)
+    assert pred.n_points == 2 and pred.fraction_used == pytest.approx(0.2)
+    assert pred.final_loss == pytest.approx(2.5, rel=0.01)
+    assert predict_final_loss(*sparse, family['ref'], fraction_used=0.2, window=None).n_points == 3  # 0.1 .. 0.2

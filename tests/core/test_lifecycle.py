@@ -31,6 +31,7 @@ from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
 from foundry_ext.callbacks.loss_spike_monitor import LossSpikeMonitor
 from foundry_ext.callbacks.resume_data_guard import ResumeDataGuard
+from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.lifecycle import FitPhase
 from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.schedulers import WSDSScheduler
@@ -89,14 +90,11 @@ class Run:
         logged = [json.loads(line)['step'] for line in self.metrics.read_text().splitlines()
                   if LOSS_KEY in json.loads(line)]
         detector = c['loss_spike_monitor'].detectors.get(LOSS_KEY)
-        history = c['collapse_monitor'].state_dict()
-        from foundry_ext.core.checkpoint_state import unpack_state
-        steps = unpack_state(history)['steps']
         return {
             'jsonl': logged,  # the loss lines in file order: stale lines of an earlier run would show
             'loss_spike_monitor': None if detector is None else detector.last_step,
             'resume_data_guard': c['resume_data_guard']._position,
-            'collapse_monitor': (round(min(steps)), round(max(steps))),
+            'collapse_monitor': unpack_state(c['collapse_monitor'].state_dict())['evaluations'],
             'resume_guard': 'resume_guard/resume/lr_ratio' in self.memory.data,
             'budget_checkpoint': [(e['index'], e['step']) for e in c['budget_checkpoint'].manifest],
         }
@@ -145,25 +143,25 @@ def _load_without_timestamp(tmp: Path, ref: str) -> Run:
 
 
 # What every component holds after each scenario (resume_data_guard: (epoch, batch, sample) after the last batch;
-# collapse_monitor: the first and last step of its smoothed history).
+# collapse_monitor: the evaluations of its curve, one every 2 batches).
 EXPECTED = {
     'fresh': (_fresh, {FitPhase.NEW}, {
         'jsonl': list(range(8)), 'loss_spike_monitor': 7, 'resume_data_guard': (0, 8, 32),
-        'collapse_monitor': (1, 7), 'resume_guard': False, 'budget_checkpoint': [(1, 4), (2, 8)]}),
+        'collapse_monitor': 4, 'resume_guard': False, 'budget_checkpoint': [(1, 4), (2, 8)]}),
     'second fit': (_second_fit, {FitPhase.CONTINUED}, {
         'jsonl': list(range(12)), 'loss_spike_monitor': 11, 'resume_data_guard': (0, 12, 48),
-        'collapse_monitor': (1, 11), 'resume_guard': False, 'budget_checkpoint': [(1, 4), (2, 8), (3, 12)]}),
+        'collapse_monitor': 6, 'resume_guard': False, 'budget_checkpoint': [(1, 4), (2, 8), (3, 12)]}),
     'reset_time': (_reset_time, {FitPhase.RESTARTED}, {
         'jsonl': list(range(4)), 'loss_spike_monitor': 3, 'resume_data_guard': (0, 4, 16),
-        'collapse_monitor': (1, 3), 'resume_guard': False, 'budget_checkpoint': [(1, 4)]}),
+        'collapse_monitor': 2, 'resume_guard': False, 'budget_checkpoint': [(1, 4)]}),
     'autoresume': (_autoresume, {FitPhase.RESUMED}, {
         'jsonl': list(range(8)), 'loss_spike_monitor': 7, 'resume_data_guard': (0, 8, 32),
-        'collapse_monitor': (1, 7), 'resume_guard': True, 'budget_checkpoint': [(1, 4), (2, 8)]}),
+        'collapse_monitor': 4, 'resume_guard': True, 'budget_checkpoint': [(1, 4), (2, 8)]}),
     # Weights and component state loaded, the timestamp back at 0: a new timeline from loaded state. The data guard
     # keeps its record and reports the offset mismatch (checked below); the others start their timeline over.
     'load_ignore_keys timestamp': (_load_without_timestamp, {FitPhase.RESUMED, FitPhase.NEW}, {
         'jsonl': list(range(6)), 'loss_spike_monitor': 5, 'resume_data_guard': (0, 6, 24),
-        'collapse_monitor': (1, 5), 'resume_guard': True, 'budget_checkpoint': [(1, 4)]}),
+        'collapse_monitor': 3, 'resume_guard': True, 'budget_checkpoint': [(1, 4)]}),
 }
 
 

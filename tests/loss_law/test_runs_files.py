@@ -39,7 +39,7 @@ def test_public_columns_are_used_when_the_defaults_are_absent(tmp_path, caplog):
 
 @pytest.mark.parametrize('content,message', [
     ('step,loss\n1,3.0\n2,2.9\n', 'no LR column'),
-    ('step,lr,val\n1,0.1,3.0\n2,0.1,2.9\n', "neither 'loss/train/total' nor a 'loss' column"),
+    ('step,lr,val\n1,0.1,3.0\n2,0.1,2.9\n', "neither 'loss/train/total' nor a column named like a loss"),
     ('step,lr,loss\n1,0.1,3.0\n2,0.1,nan\n3,0.1,2.8\n', 'non-finite losses .first at step 2.'),
     ('step,lr,loss\n1,-0.1,3.0\n2,0.1,2.9\n', 'negative LRs'),
 ])
