@@ -35,7 +35,7 @@ def train(yaml_path: str, overrides: Optional[Sequence[str]] = None) -> Trainer:
     """Checks the YAML's paths (:func:`check_paths`), adds ``checkpoint_guard`` to a run with ``autoresume``, runs
     ``llmfoundry.command_utils.train_from_yaml`` and, on rank 0, reports the run's outputs."""
     overrides = list(overrides or [])
-    cfg = load_train_config(yaml_path, overrides)
+    cfg = load_train_config(yaml_path, overrides, warn_new_keys=False)  # Foundry refuses unknown keys itself
     check_paths(cfg)
     if cfg.get('autoresume') and 'checkpoint_guard' not in (cfg.get('callbacks') or {}):
         log.info('autoresume is on: adding the checkpoint_guard callback (crash recovery).')

@@ -42,8 +42,8 @@ __all__ = ['Crash', 'InjectedCrash', 'register_crash']
 HOWS = ('kill', 'cut_write', 'raise')
 
 
-class InjectedCrash(BaseException):
-    """The crash of a ``how: raise`` point (a ``BaseException``, so that nothing on the way catches it)."""
+class InjectedCrash(RuntimeError):
+    """The crash of a ``how: raise`` point: stands for a bug (nothing treats it as bad input)."""
 
 
 class Crash(Callback):

@@ -15,20 +15,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from foundry_ext.callbacks.checkpoint_guard import RUN_STATUS, RunComplete
 from foundry_ext.core.metrics_io import read_metrics
 from foundry_ext.testing.crash import InjectedCrash, register_crash
-from tests.conftest import DEMO_YAML, SMALL_CORPUS, demo_yaml_with
+from tests.conftest import SMALL_CORPUS, TINY_MODEL, assert_same_tensors, checkpoint_tensors, demo_yaml_with
 
 GUARD_LOG = 'foundry_ext.callbacks.checkpoint_guard'
 WSD_S = {'name': 'wsd_s', 't_warmup': '2ba', 'budgets': ['8ba', '16ba'], 'decay_fraction': 0.5}
-# A smaller model than the demo's: these tests are about files, not learning.
-TINY = ['model.n_layers=2', 'model.d_model=64', 'global_train_batch_size=8', 'device_train_microbatch_size=8',
-        'device_eval_batch_size=8']
 # Checkpoints at 4, 8, 12, 16; evaluations at 5, 10, 15 and, after the final checkpoint, at the end (16).
-RUN = [*TINY, SMALL_CORPUS, 'max_duration=16ba', 'save_interval=4ba', 'eval_interval=5ba',
+RUN = [*TINY_MODEL, SMALL_CORPUS, 'max_duration=16ba', 'save_interval=4ba', 'eval_interval=5ba',
        'eval_subset_num_batches=1', 'autoresume=true', 'run_name=guarded', 'python_log_level=null',
        'console_log_interval=1000ba', 'callbacks.budget_checkpoint={}', 'callbacks.checkpoint_guard={}']
 
@@ -52,23 +48,7 @@ def crash_plan(run_dir: Path, *points: dict) -> str:
 
 
 def final_state(run_dir: Path) -> dict:
-    state = torch.load(run_dir / 'ckpt' / 'ep0-ba16-rank0.pt', map_location='cpu', weights_only=False)['state']
-    return {'model': state['model'], 'optimizer': state['optimizers']}
-
-
-def assert_same_tensors(got, expected, where: str = '') -> None:
-    if isinstance(expected, torch.Tensor):
-        assert torch.equal(got, expected), where
-    elif isinstance(expected, dict):
-        assert got.keys() == expected.keys(), where
-        for key in expected:
-            assert_same_tensors(got[key], expected[key], f'{where}/{key}')
-    elif isinstance(expected, (list, tuple)):
-        assert len(got) == len(expected), where
-        for i, (g, e) in enumerate(zip(got, expected)):
-            assert_same_tensors(g, e, f'{where}/{i}')
-    else:
-        assert got == expected, where
+    return checkpoint_tensors(run_dir / 'ckpt' / 'ep0-ba16-rank0.pt')
 
 
 def manifest(run_dir: Path) -> list[dict]:
