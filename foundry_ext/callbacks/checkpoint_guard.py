@@ -105,12 +105,17 @@ class CheckpointGuard(Callback):
         status = _read_status(folder)
         if (intact and status.get('status') == 'finishing' and status.get('checkpoint') == intact[-1].name and
                 status.get('max_duration') == str(state.max_duration)):
-            final = intact.pop()
-            moved = quarantine(final, folder)
-            log.warning(f'{WHERE}: the run was stopped after its final checkpoint {final.name} but before the end of '
-                        f'training (end-of-run evaluation, last logs) had run. Moved it to {moved} and resuming from '
-                        f'{intact[-1].name if intact else "the start"}, so that Composer redoes the last save interval '
-                        f'and the end exactly.')
+            final = intact[-1]
+            what = (f'{WHERE}: the run was stopped after its final checkpoint {final.name} but before the end of training '
+                    f'(end-of-run evaluation, last logs) had run.')
+            if len(intact) > 1:
+                intact.pop()
+                moved = quarantine(final, folder)
+                log.warning(f'{what} Moved it to {moved} and resuming from {intact[-1].name}, so that Composer redoes '
+                            f'the last save interval and the end exactly.')
+            else:  # redoing the end would mean training from scratch
+                log.warning(f'{what} No earlier checkpoint is left to redo it from (save_num_checkpoints_to_keep), so '
+                            f'the run counts as finished without it.')
         newest = intact[-1].name if intact else None
         if names.latest is not None:
             self._point_latest(folder, names.latest, newest)

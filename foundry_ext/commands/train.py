@@ -52,11 +52,13 @@ def check_paths(cfg: dict[str, Any]) -> None:
     """Raises a :class:`~foundry_ext.core.errors.ConfigError` for a local ``save_folder`` that cannot be written
     (it is created if missing) or a local ``load_path`` that does not exist and that the run would load, i.e.
     unless ``autoresume`` finds a checkpoint of its own."""
-    run_name = cfg.get('run_name') or ''
+    run_name = cfg.get('run_name') or os.environ.get('RUN_NAME')  # as LLM-Foundry 0.22 picks it
     save_folder = cfg.get('save_folder')
     local_folder = None
-    if save_folder and not parse_uri(save_folder)[0] and '{' not in format_name_with_dist(save_folder, run_name):
-        local_folder = format_name_with_dist(save_folder, run_name)  # MLflow placeholders are filled in later
+    # Only a folder known now: without a run name Composer makes one up, and MLflow's placeholders come later.
+    if save_folder and not parse_uri(save_folder)[0] and (run_name or '{run_name}' not in save_folder) and \
+            '{' not in format_name_with_dist(save_folder, run_name or ''):
+        local_folder = format_name_with_dist(save_folder, run_name or '')
         try:
             os.makedirs(local_folder, exist_ok=True)
             with tempfile.TemporaryFile(dir=local_folder):
@@ -68,7 +70,7 @@ def check_paths(cfg: dict[str, Any]) -> None:
     if not load_path or parse_uri(load_path)[0] or os.path.exists(load_path):
         return
     if cfg.get('autoresume') and local_folder is not None and os.path.lexists(
-            os.path.join(local_folder, format_name_with_dist(_latest_filename(cfg), run_name))):
+            os.path.join(local_folder, format_name_with_dist(_latest_filename(cfg), run_name or ''))):
         return  # autoresume loads the run's own newest checkpoint and ignores load_path
     fail(f'load_path={load_path!r} does not exist. Set load_path to a Composer checkpoint (a .pt file, or the folder '
          f'of a sharded one), or remove it to train from scratch.')

@@ -148,3 +148,18 @@ def test_a_kill_after_the_final_checkpoint_redoes_the_end_of_training(straight, 
     assert json.loads((run_dir / 'ckpt' / RUN_STATUS).read_text())['status'] == 'finished'
     with pytest.raises(RunComplete):
         run(run_dir, plan)
+
+
+def test_with_only_the_final_checkpoint_left_the_end_is_not_redone_from_scratch(straight, tmp_path, caplog):
+    """save_num_checkpoints_to_keep: 1 and a kill after the final checkpoint: redoing the end would retrain it all."""
+    run_dir = tmp_path / 'kept_one'
+    shutil.copytree(straight / 'ckpt', run_dir / 'ckpt', symlinks=True)
+    for batch in (4, 8, 12):
+        os.remove(run_dir / 'ckpt' / f'ep0-ba{batch}-rank0.pt')
+    status = json.loads((run_dir / 'ckpt' / RUN_STATUS).read_text())
+    (run_dir / 'ckpt' / RUN_STATUS).write_text(json.dumps({**status, 'status': 'finishing'}))
+    caplog.set_level(logging.WARNING, logger=GUARD_LOG)
+    with pytest.raises(RunComplete):
+        run(run_dir)
+    assert 'No earlier checkpoint is left to redo it from' in caplog.text
+    assert (run_dir / 'ckpt' / 'ep0-ba16-rank0.pt').exists() and not (run_dir / 'ckpt' / 'quarantine').exists()

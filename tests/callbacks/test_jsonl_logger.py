@@ -36,21 +36,22 @@ def test_csv_is_read_too(tmp_path):
     assert steps.tolist() == [0, 1] and values.tolist() == [3.0, 2.5]
 
 
+def _run(tmp_path, duration, **kwargs):
+    """A tiny run logging to ``tmp_path/m.jsonl`` and saving a checkpoint every 3 batches into ``tmp_path/ck``."""
+    trainer = tiny_trainer(None, duration, loggers=[JSONLLogger(path=str(tmp_path / 'm.jsonl'))],
+                           save_folder=str(tmp_path / 'ck'), save_interval='3ba', save_overwrite=True, **kwargs)
+    trainer.fit()
+    trainer.close()
+
+
 def test_a_new_run_replaces_an_earlier_runs_lines_and_a_resume_appends(tmp_path, caplog):
     path = tmp_path / 'm.jsonl'
-
-    def run(duration, **kwargs):
-        trainer = tiny_trainer(None, duration, loggers=[JSONLLogger(path=str(path))], save_folder=str(tmp_path / 'ck'),
-                               save_interval='3ba', save_overwrite=True, **kwargs)
-        trainer.fit()
-        trainer.close()
-
-    run('6ba')
+    _run(tmp_path, '6ba')
     with caplog.at_level('WARNING', logger='foundry_ext.callbacks.jsonl_logger'):
-        run('3ba')  # shorter: steps 3-5 of the first run must not survive behind it
+        _run(tmp_path, '3ba')  # shorter: steps 3-5 of the first run must not survive behind it
     assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2]
     assert 'held the metrics of an earlier run' in caplog.text
-    run('5ba', load_path=str(tmp_path / 'ck' / 'ep0-ba3-rank0.pt'))  # a resume continues the file
+    _run(tmp_path, '5ba', load_path=str(tmp_path / 'ck' / 'ep0-ba3-rank0.pt'))  # a resume continues the file
     assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2, 3, 4]
 
 
@@ -99,16 +100,9 @@ def test_every_line_is_in_the_file_as_soon_as_it_is_logged(tmp_path):
 
 def test_a_resume_drops_an_unfinished_last_line(tmp_path, caplog):
     path = tmp_path / 'm.jsonl'
-
-    def run(duration, **kwargs):
-        trainer = tiny_trainer(None, duration, loggers=[JSONLLogger(path=str(path))], save_folder=str(tmp_path / 'ck'),
-                               save_interval='2ba', save_overwrite=True, **kwargs)
-        trainer.fit()
-        trainer.close()
-
-    run('3ba')
+    _run(tmp_path, '3ba')
     with path.open('a') as f:
         f.write('{"step": 3, "loss/tra')  # a write cut off
-    run('4ba', load_path=str(tmp_path / 'ck' / 'ep0-ba2-rank0.pt'))
+    _run(tmp_path, '4ba', load_path=str(tmp_path / 'ck' / 'ep0-ba3-rank0.pt'))
     assert read_metric(path, 'loss/train/total')[0].tolist() == [0, 1, 2, 3]
     assert 'ended in an unfinished line' in caplog.text

@@ -64,6 +64,9 @@ def test_a_kill_during_a_sharded_save_is_recovered_exactly(straight, tmp_path):
     assert_same_tensors(checkpoint_tensors(run_dir / 'ckpt' / 'ep0-ba16'),
                         checkpoint_tensors(straight['dir'] / 'ckpt' / 'ep0-ba16'))
     assert resumed == straight['losses']
+    # The end of training ran: a relaunch would exit 0 at once (the guard names the sharded folder it records).
+    assert json.loads((run_dir / 'ckpt' / 'run_status.json').read_text()) == {
+        'status': 'finished', 'checkpoint': 'ep0-ba16', 'batch': 16, 'max_duration': '16ba'}
     # resume_data_guard checked the whole global batch (both ranks' shares) of every resumed batch: no repeats.
     metrics = read_metrics(run_dir / 'metrics.jsonl')
     for name, expected in (('checked_samples', 16), ('repeated_samples', 0)):
