@@ -106,8 +106,8 @@ class CheckpointGuard(Callback):
         if (intact and status.get('status') == 'finishing' and status.get('checkpoint') == intact[-1].name and
                 status.get('max_duration') == str(state.max_duration)):
             final = intact[-1]
-            what = (f'{WHERE}: the run was stopped after its final checkpoint {final.name} but before the end of training '
-                    f'(end-of-run evaluation, last logs) had run.')
+            what = (f'{WHERE}: the run was stopped after its final checkpoint {final.name} but before the end of '
+                    f'training (end-of-run evaluation, last logs) had run.')
             if len(intact) > 1:
                 intact.pop()
                 moved = quarantine(final, folder)
@@ -140,7 +140,8 @@ class CheckpointGuard(Callback):
         if max_duration is None or load_path is None or max_duration > state.timestamp.get(max_duration.unit):
             return
         load_path = os.path.abspath(load_path)
-        if not any(load_path.startswith(os.path.abspath(folder) + os.sep) for folder in checkpoint_saver_folders(state)):
+        folders = [os.path.abspath(folder) + os.sep for folder in checkpoint_saver_folders(state)]
+        if not any(load_path.startswith(folder) for folder in folders):
             return  # an explicit load_path, not autoresume: Composer's own error tells the user what is wrong
         message = (f'foundry-ext: run {state.run_name!r} is already complete ({state.timestamp.get(max_duration.unit)} '
                    f'of max_duration={max_duration}); final checkpoint: {os.path.realpath(load_path)}. Nothing to do.')

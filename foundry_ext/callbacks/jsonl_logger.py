@@ -3,10 +3,10 @@
 Each line is one ``log_metrics`` call: ``{"step": 12, "loss/train/total": 5.51, ...}``, written to the file
 at once (:class:`~foundry_ext.core.jsonl.JSONLWriter`), so a killed run loses no line it logged. After a
 resume, steps between the last checkpoint and the interruption are logged again (an unfinished last line is
-dropped first); readers keep the last line for a step (:func:`foundry_ext.core.metrics_io.read_metric` does). A run that starts
-from batch 0 (also a ``fit(reset_time=True)`` on the same trainer) replaces what an earlier run left in the
-file (with a warning), so that no stale step of a longer earlier run survives behind it. Only global rank 0
-writes. Registered in ``llmfoundry_loggers`` as ``jsonl``::
+dropped first); readers keep the last line for a step (:func:`foundry_ext.core.metrics_io.read_metric` does).
+A run that starts from batch 0 (also a ``fit(reset_time=True)`` on the same trainer) replaces what an earlier
+run left in the file (with a warning), so that no stale step of a longer earlier run survives behind it. Only
+global rank 0 writes. Registered in ``llmfoundry_loggers`` as ``jsonl``::
 
     loggers:
       jsonl: {path: runs/{run_name}/metrics.jsonl}

@@ -2,8 +2,8 @@
 checkpoint format Composer writes), in one place.
 
 Each function says what it reaches into and the version it was checked against (Composer 0.32.1, LLM-Foundry
-0.22.0, torch 2.7). ``tests/core/test_composer_private.py`` exercises each one against the installed packages, so an upgrade
-that removes or renames one fails there, loudly, instead of deep inside a training run.
+0.22.0, torch 2.7). ``tests/core/test_composer_private.py`` exercises each one against the installed packages, so an
+upgrade that removes or renames one fails there, loudly, instead of deep inside a training run.
 """
 
 from __future__ import annotations

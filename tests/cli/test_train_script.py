@@ -64,8 +64,8 @@ def test_our_own_config_errors_are_one_line_too(tmp_path, capsys):
     err = _one_line_error(capsys, [unsorted, f'variables.run_dir={tmp_path}', *RUN])
     assert err == ('error: scheduler.budgets must be strictly increasing, but budgets[1]=2ba comes after '
                    'budgets[0]=4ba. Sort them and remove duplicates.')
-    err = _one_line_error(capsys, [DEMO_YAML, f'variables.run_dir={tmp_path}', 'algorithms.resume_guard.rewarm_steps=-1',
-                                   *RUN])
+    err = _one_line_error(capsys, [DEMO_YAML, f'variables.run_dir={tmp_path}',
+                                   'algorithms.resume_guard.rewarm_steps=-1', *RUN])
     assert err.startswith('error: algorithms.resume_guard.rewarm_steps=-1 must be'), err
 
 
