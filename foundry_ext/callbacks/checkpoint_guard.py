@@ -75,22 +75,21 @@ class CheckpointGuard(Callback):
 
     def before_load(self, state: State, logger: Logger) -> None:
         del logger
-        outcome: list[Any] = [None]
+        error: list[Optional[Exception]] = [None]
         if dist.get_global_rank() == 0:
             try:
-                outcome[0] = self._repair(state)
+                self._repair(state)
             except Exception as err:  # every rank must leave the broadcast, and fail alike
-                outcome[0] = err
-        dist.broadcast_object_list(outcome, src=0)
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
+                error[0] = err
+        dist.broadcast_object_list(error, src=0)  # the others wait here until rank 0 is done with the folder
+        if error[0] is not None:
+            raise error[0]
 
-    def _repair(self, state: State) -> Optional[str]:
-        """Quarantines broken checkpoints, redoes an unfinished end, repoints ``latest``; returns the newest
-        complete checkpoint's name."""
+    def _repair(self, state: State) -> None:
+        """Quarantines broken checkpoints, redoes an unfinished end, repoints ``latest``."""
         names = checkpoint_names(state)
         if names is None:
-            return None
+            return
         folder = names.folder
         checkpoints = find_checkpoints(folder, names.checkpoint, names.sharded)
         intact = []
@@ -116,10 +115,8 @@ class CheckpointGuard(Callback):
             else:  # redoing the end would mean training from scratch
                 log.warning(f'{what} No earlier checkpoint is left to redo it from (save_num_checkpoints_to_keep), so '
                             f'the run counts as finished without it.')
-        newest = intact[-1].name if intact else None
         if names.latest is not None:
-            self._point_latest(folder, names.latest, newest)
-        return newest
+            self._point_latest(folder, names.latest, intact[-1].name if intact else None)
 
     @staticmethod
     def _point_latest(folder: str, latest: str, newest: Optional[str]) -> None:
