@@ -39,6 +39,7 @@ setup(
         'llmfoundry_callbacks': [
             'resume_data_guard = foundry_ext.callbacks.resume_data_guard:ResumeDataGuard',
             'budget_checkpoint = foundry_ext.callbacks.budget_checkpoint:BudgetCheckpoint',
+            'checkpoint_guard = foundry_ext.callbacks.checkpoint_guard:CheckpointGuard',
             'loss_spike_monitor = foundry_ext.callbacks.loss_spike_monitor:LossSpikeMonitor',
             'collapse_monitor = foundry_ext.callbacks.collapse_monitor:CollapseMonitor',
             'loss_law_forecast = foundry_ext.callbacks.loss_law_forecast:LossLawForecast',

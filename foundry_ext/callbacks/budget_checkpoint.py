@@ -14,14 +14,15 @@ budget (exactly at the budget for ``ba`` units). With sharded checkpoints (``fsd
 sharded``) Composer names the folder of shards itself, ``ep{epoch}-ba{batch}/``; the manifest has the real
 path either way. A manifest, ``budgets.json`` in the same folder, lists
 budget, step, samples, tokens, train loss, the metrics of the evaluators that ran at that step
-and the files. The manifest is also in the callback's checkpointed state, so it survives resume.
+and the files. The manifest is also in the callback's checkpointed state, so it survives resume: a resumed run
+rewrites ``budgets.json`` from the checkpoint's manifest (the budgets after the checkpoint are saved again as
+training replays them). ``budgets.json`` is replaced atomically, never seen half written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 from composer.core import Callback, Event, State
@@ -31,8 +32,8 @@ from composer.utils import checkpoint, dist, format_name_with_dist, parse_uri
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
 from foundry_ext.core.composer_private import hf_export, local_save_folder
 from foundry_ext.core.errors import ConfigError, choice, flag
-from foundry_ext.core.jsonl import dumps
-from foundry_ext.core.lifecycle import RunLifecycle
+from foundry_ext.core.jsonl import write_json
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
 from foundry_ext.core.metric_names import BUDGET_PREFIX, LOSS_KEY
 from foundry_ext.schedulers.compiled import compiled_schedule_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
@@ -94,7 +95,8 @@ class BudgetCheckpoint(Callback):
         self._hf.run_event(Event.INIT, state, logger)
 
     def fit_start(self, state: State, logger: Logger) -> None:
-        if self._lifecycle.fit_start(state).from_zero and self.manifest:
+        start = self._lifecycle.fit_start(state)
+        if start.from_zero and self.manifest:
             # fit(reset_time=True), or a load that reset the timestamp: a new run, whose budgets are its own.
             log.warning(f'budget_checkpoint: training restarts at batch 0, so the manifest starts over; the earlier '
                         f'run\'s {len(self.manifest)} budget checkpoint(s) stay on disk, each with its own manifest.')
@@ -123,6 +125,8 @@ class BudgetCheckpoint(Callback):
                 )
             self.folder = os.path.join(save_folder, 'budgets')
         log.info(f'budget_checkpoint: will save at {self.budgets} ({scheduler.unit.value}) into {self.folder}')
+        if start.phase is FitPhase.RESUMED:
+            self._write_manifest()  # what the checkpoint knew: drops entries of budgets saved after it
 
     def eval_end(self, state: State, logger: Logger) -> None:
         batch, label = int(state.timestamp.batch), state.dataloader_label
@@ -179,7 +183,7 @@ class BudgetCheckpoint(Callback):
     def _write_manifest(self) -> None:
         if dist.get_global_rank() == 0:
             assert self.folder is not None
-            Path(self.folder, MANIFEST).write_text(dumps(self.manifest, indent=2))
+            write_json(os.path.join(self.folder, MANIFEST), self.manifest)
 
 
 def _train_loss(state: State) -> Optional[float]:

@@ -187,8 +187,10 @@ class LossSpikeMonitor(Callback):
         else:
             if self._writer is None:
                 self._writer = JSONLWriter(self.events_path, 'loss events')
-            # A resumed run adds its notifications after the earlier ones; a run from batch 0 replaces them.
-            self._writer.start_run(start.from_zero, start.phase is FitPhase.RESTARTED)
+            if start.phase is FitPhase.RESUMED:  # the file becomes what the checkpoint knew; replays add the rest
+                self._writer.replace(self.events)
+            else:  # a run from batch 0 replaces an earlier run's notifications, a continuing fit adds to them
+                self._writer.start_run(start.from_zero, start.phase is FitPhase.RESTARTED)
 
     def _resolve_events_path(self, state: State) -> Optional[str]:
         if self.events_path_template is not None:

@@ -1,15 +1,22 @@
-"""What the ``foundry-ext`` commands show as a one-line error, and the Typer app that applies it to every command.
+"""What the ``foundry-ext`` commands and ``scripts/train.py`` show as a one-line error.
 
 Bad input is shown as ``error: <message>`` with exit code 2: a :class:`~foundry_ext.core.errors.ConfigError` (ours),
 LLM-Foundry's ``UserError``, a file that is missing or unreadable, a YAML file that does not parse. Any other
-exception is a bug (ours or in what we call) and keeps its traceback.
+exception is a bug (ours or in what we call) and keeps its traceback. :class:`App` applies this to every
+``foundry-ext`` command; :func:`one_line_errors_on_every_rank` to a script that each rank of a ``composer`` launch
+runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
+import signal
 import sys
+import time
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import typer
@@ -20,11 +27,13 @@ from foundry_ext.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ['App', 'error_message', 'is_user_error', 'one_line_errors']
+__all__ = ['App', 'error_message', 'is_user_error', 'one_line_errors', 'one_line_errors_on_every_rank']
 
 _USER_ERRORS = (ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
                 yaml.YAMLError, OmegaConfBaseException)
 EXIT_USAGE = 2  # as click's own usage errors
+# Composer's launcher stops the other ranks within a second of one's exit, and SIGKILLs them after 30 s.
+_LAUNCHER_STOPS_RANKS_S = 30.0
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -65,3 +74,26 @@ class App(typer.Typer):
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         register = super().command(*args, **kwargs)
         return lambda command: register(one_line_errors(command))
+
+
+@contextlib.contextmanager
+def one_line_errors_on_every_rank() -> Iterator[None]:
+    """For a script that every rank of a ``composer`` launch runs: bad input (:func:`is_user_error`) is shown as one
+    line by global rank 0, and every rank exits with code 2; any other exception propagates with its traceback.
+
+    Composer's launcher prints the whole output of every rank that exits non-zero by itself (its log included), but
+    not of a rank it stops. So the other ranks wait, for at most 30 seconds, to be stopped by the launcher once
+    rank 0 has exited, with the default SIGTERM action (Composer's handler would turn it into an exit code).
+    Started without the launcher (``python scripts/train.py``), there is one rank and no wait.
+    """
+    try:
+        yield
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        rank, world_size = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+        print(f'error: {error_message(err)}', file=sys.stderr, flush=True)  # other ranks: into their log file
+        if rank != 0 and world_size > 1:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            time.sleep(_LAUNCHER_STOPS_RANKS_S)
+        raise SystemExit(EXIT_USAGE) from None

@@ -1,8 +1,9 @@
-"""Every access foundry-ext makes to a private or undocumented part of Composer or LLM-Foundry, in one place.
+"""Every access foundry-ext makes to a private or undocumented part of Composer or LLM-Foundry (or of the torch
+checkpoint format Composer writes), in one place.
 
 Each function says what it reaches into and the version it was checked against (Composer 0.32.1, LLM-Foundry
-0.22.0). ``tests/core/test_composer_private.py`` exercises each one against the installed packages, so an upgrade
-that removes or renames one fails there, loudly, instead of deep inside a training run.
+0.22.0, torch 2.7). ``tests/core/test_composer_private.py`` exercises each one against the installed packages, so an
+upgrade that removes or renames one fails there, loudly, instead of deep inside a training run.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from composer.callbacks import CheckpointSaver
-from composer.core import State, Timestamp
+from composer.core import Event, State, Timestamp
 from composer.loggers import Logger
 from composer.optim import ComposerScheduler
-from composer.utils import format_name_with_dist
+from composer.utils import checkpoint, format_name_with_dist
 from torch.optim.lr_scheduler import LambdaLR
 
 if TYPE_CHECKING:
@@ -26,15 +27,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
+    'CheckpointNames',
     'SavedCheckpoint',
+    'checkpoint_due',
+    'checkpoint_names',
     'checkpoint_saver',
+    'checkpoint_saver_folders',
     'checkpoints_saved_before',
     'composer_scheduler_of',
+    'evaluators_due',
     'exempt_from_rotation',
     'hf_export',
     'lambda_lrs_at',
     'local_save_folder',
+    'pending_checkpoint_name',
     'remote_save_folder',
+    'sharded_checkpoint_extents',
 ]
 
 
@@ -91,10 +99,99 @@ def local_save_folder(state: State) -> Optional[str]:
     file a callback wrote there would be lost. Composer 0.32.1: ``CheckpointSaver.folder`` and
     ``CheckpointSaver.remote_uploader`` (None for a local folder).
     """
-    for saver in _savers(state):
-        if saver.remote_uploader is None:
-            return format_name_with_dist(saver.folder, state.run_name)
-    return None
+    saver = _local_saver(state)
+    return None if saver is None else format_name_with_dist(saver.folder, state.run_name)
+
+
+def _local_saver(state: State) -> Optional[CheckpointSaver]:
+    return next((saver for saver in _savers(state) if saver.remote_uploader is None), None)
+
+
+class CheckpointNames(NamedTuple):
+    """How the run's ``CheckpointSaver`` names what it writes into its local folder, for global rank 0.
+
+    Attributes:
+        folder (str): The local save folder.
+        checkpoint (str): Name template of a checkpoint in ``folder``, with the run name and rank 0 filled in and
+            the time placeholders (``{epoch}``, ``{batch}``, ...) left: a file (``ep{epoch}-ba{batch}-rank0.pt``), or
+            for sharded checkpoints the folder of shards (``ep{epoch}-ba{batch}``).
+        latest (Optional[str]): Name of the symlink to the newest checkpoint (``latest-rank0.pt``), or None.
+        sharded (bool): Whether checkpoints are folders of shards.
+    """
+    folder: str
+    checkpoint: str
+    latest: Optional[str]
+    sharded: bool
+
+
+def checkpoint_names(state: State) -> Optional[CheckpointNames]:
+    """How the run's local ``CheckpointSaver`` names its checkpoints; None without a local save folder.
+
+    Composer 0.32.1: ``CheckpointSaver.filename`` and ``.latest_filename`` are ``PartialFilePath`` objects whose
+    ``filename`` is the template; a sharded checkpoint goes to ``<dirname of filename>/<sharded_ckpt_prefix_dir>``
+    (``checkpoint.get_save_filename``). Called on global rank 0, ``format_name_with_dist`` fills in ``{rank}`` = 0,
+    the rank whose names ``autoresume`` reads.
+    """
+    saver = _local_saver(state)
+    if saver is None:
+        return None
+    template = saver.filename.filename
+    sharded = state.fsdp_sharded_state_dict_enabled
+    if sharded:
+        assert state.fsdp_config is not None
+        template = os.path.join(os.path.dirname(template), state.fsdp_config.sharded_ckpt_prefix_dir)
+    latest = None if saver.latest_filename is None else format_name_with_dist(saver.latest_filename.filename,
+                                                                               state.run_name)
+    return CheckpointNames(format_name_with_dist(saver.folder, state.run_name),
+                           format_name_with_dist(template, state.run_name), latest, sharded)
+
+
+def pending_checkpoint_name(state: State) -> Optional[str]:
+    """The name (in the save folder) of the checkpoint the local ``CheckpointSaver`` saves at this timestamp.
+
+    Composer 0.32.1: ``CheckpointSaver._save_checkpoint`` saves to ``checkpoint.get_save_filename(state,
+    saver.filename.format(state, keep_placeholders=True))``, inside a folder of shards when sharded.
+    """
+    saver = _local_saver(state)
+    if saver is None:
+        return None
+    path = checkpoint.get_save_filename(state, saver.filename.format(state, keep_placeholders=True))
+    return os.path.basename(os.path.dirname(path) if state.fsdp_sharded_state_dict_enabled else path)
+
+
+def checkpoint_due(state: State, event: Event) -> bool:
+    """Whether a ``CheckpointSaver`` of the run saves a checkpoint at this ``event`` (before it does).
+
+    Composer 0.32.1: ``CheckpointSaver.batch_checkpoint`` / ``epoch_checkpoint`` save when
+    ``saver.save_interval(state, event)`` and ``saver.last_checkpoint_batch != state.timestamp.batch``. The
+    interval function of ``create_interval_scheduler`` gives the same answer when asked twice at one event (its
+    only state, ``last_batch_seen``, is set where it already returns True).
+    """
+    return any(callable(saver.save_interval) and saver.save_interval(state, event) and
+               saver.last_checkpoint_batch != state.timestamp.batch for saver in _savers(state))
+
+
+def evaluators_due(state: State, event: Event) -> bool:
+    """Whether any evaluator runs after ``event`` (Composer runs the due evaluators right after the event).
+
+    Composer 0.32.1: ``Evaluator.eval_interval(state, event)`` decides; for ``Event.FIT_END`` the function that
+    ``create_interval_scheduler`` builds from an ``eval_interval`` only reads the state.
+    """
+    return any(evaluator.eval_interval is not None and evaluator.eval_interval(state, event)
+               for evaluator in state.evaluators)
+
+
+def sharded_checkpoint_extents(folder: str) -> dict[str, int]:
+    """For a sharded checkpoint, the size each of its shard files must have at least, from its ``.metadata``.
+
+    torch 2.7: ``FileSystemWriter.finish`` stores, per entry, a ``_StorageInfo(relative_path, offset, length)`` in
+    ``Metadata.storage_data``. Raises ``OSError`` or ``pickle.UnpicklingError`` if ``.metadata`` cannot be read.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    extents: dict[str, int] = {}
+    for info in FileSystemReader(folder).read_metadata().storage_data.values():
+        extents[info.relative_path] = max(extents.get(info.relative_path, 0), info.offset + info.length)
+    return extents
 
 
 def remote_save_folder(saver: CheckpointSaver, run_name: str) -> Optional[str]:
@@ -105,6 +202,16 @@ def remote_save_folder(saver: CheckpointSaver, run_name: str) -> Optional[str]:
     if saver.remote_uploader is None:
         return None
     return format_name_with_dist(saver.remote_uploader.remote_folder, run_name)
+
+
+def checkpoint_saver_folders(state: State) -> list[str]:
+    """Every folder the run's checkpoint savers save into: the local one, or the remote ``save_folder``.
+
+    Composer 0.32.1: autoresume loads ``<save_folder>/<latest>``, downloaded first when ``save_folder`` is remote
+    (to that path taken as a local one), or the sharded folder that the local ``latest`` symlink points at.
+    """
+    return [remote_save_folder(saver, state.run_name) or format_name_with_dist(saver.folder, state.run_name)
+            for saver in _savers(state)]
 
 
 class SavedCheckpoint(NamedTuple):

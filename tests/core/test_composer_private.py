@@ -4,15 +4,18 @@ An upgrade that removes or renames one of them fails here, naming it, instead of
 """
 
 import inspect
+import os
 
 import pytest
 import torch
 from composer.callbacks import CheckpointSaver
-from composer.core import Timestamp
+from composer.core import Callback, Event, Timestamp
 
-from foundry_ext.core.composer_private import (checkpoint_saver, checkpoints_saved_before, composer_scheduler_of,
-                                               exempt_from_rotation, hf_export, lambda_lrs_at, local_save_folder,
-                                               remote_save_folder)
+from foundry_ext.core.composer_private import (CheckpointNames, checkpoint_due, checkpoint_names, checkpoint_saver,
+                                               checkpoint_saver_folders, checkpoints_saved_before,
+                                               composer_scheduler_of, evaluators_due, exempt_from_rotation, hf_export,
+                                               lambda_lrs_at, local_save_folder, pending_checkpoint_name,
+                                               remote_save_folder, sharded_checkpoint_extents)
 from foundry_ext.schedulers import WSDScheduler
 from tests.conftest import tiny_trainer
 
@@ -87,3 +90,51 @@ def test_a_plain_torch_lambda_has_no_composer_scheduler():
     compiled = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
                                                  lambda step: 1.0)
     assert composer_scheduler_of(compiled) is None
+
+
+def test_the_savers_names_and_folders_are_read(trained):
+    trainer, _, folder = trained
+    assert checkpoint_names(trainer.state) == CheckpointNames(str(folder), 'ep{epoch}-ba{batch}-rank0.pt',
+                                                              'latest-rank0.pt', False)
+    assert checkpoint_saver_folders(trainer.state) == [str(folder)]
+    assert checkpoint_names(tiny_trainer(None, '1ba').state) is None
+
+
+class _Probe(Callback):
+    """Before Composer's saver (which the Trainer appends after the given callbacks): what is due at each event."""
+
+    def __init__(self):
+        self.due, self.fit_end_eval, self.evals_after_fit_end, self._ended = [], None, 0, False
+
+    def batch_checkpoint(self, state, logger):
+        if checkpoint_due(state, Event.BATCH_CHECKPOINT):
+            self.due.append(pending_checkpoint_name(state))
+
+    def fit_end(self, state, logger):
+        self.fit_end_eval, self._ended = evaluators_due(state, Event.FIT_END), True
+
+    def eval_after_all(self, state, logger):
+        self.evals_after_fit_end += self._ended
+
+
+@pytest.mark.parametrize('duration,eval_at_end', [('10ba', True), ('8ba', False)])
+def test_due_checkpoints_and_evaluations_are_predicted_exactly_and_asking_changes_nothing(tmp_path, duration,
+                                                                                          eval_at_end):
+    from torch.utils.data import DataLoader, TensorDataset
+    probe = _Probe()
+    evaluation = DataLoader(TensorDataset(torch.randn(4, 4), torch.randint(0, 2, (4,))), batch_size=2)
+    trainer = tiny_trainer(None, duration, callbacks=[probe], save_folder=str(tmp_path), save_interval='3ba',
+                           eval_dataloader=evaluation, eval_interval='4ba')
+    trainer.fit()
+    trainer.close()
+    saved = sorted((n for n in os.listdir(tmp_path) if n.startswith('ep')), key=lambda n: int(n.split('-ba')[1][:-9]))
+    last = int(duration[:-2])
+    assert probe.due == saved == [f'ep0-ba{b}-rank0.pt' for b in (3, 6) + ((9, 10) if last == 10 else (8,))]
+    assert probe.fit_end_eval is eval_at_end and probe.evals_after_fit_end == int(eval_at_end)
+
+
+def test_the_sharded_checkpoint_index_gives_each_shards_size(tmp_path):
+    import torch.distributed.checkpoint as dcp
+    dcp.save({'a': torch.arange(100.0), 'b': {'c': torch.ones(3)}, 'n': 7}, checkpoint_id=str(tmp_path), no_dist=True)
+    shards = {name: os.path.getsize(tmp_path / name) for name in os.listdir(tmp_path) if name.endswith('.distcp')}
+    assert sharded_checkpoint_extents(str(tmp_path)) == shards
