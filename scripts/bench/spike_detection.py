@@ -37,7 +37,8 @@ from foundry_ext.spikes.synthetic import NOISE_FAMILIES, SAMPLINGS, make_curve, 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
-REAL = ('modded-nanogpt', 'lr-scheduling', 'multipower-law')
+# Each real set: its folder under data/ and the pattern of its CSVs (step,loss[,...]).
+REAL = {'modded-nanogpt': '*.csv', 'lr-scheduling': '*.csv', 'multipowerlaw': 'csv_*/*.csv'}
 
 
 def synthetic(seeds: list[int], per_cell: int) -> None:
@@ -82,8 +83,9 @@ def invariants(count: int, seed: int) -> None:
 
 def real(data: Path) -> None:
     reports = []
-    for folder in REAL:
-        series = {p.stem: read_metric(p, 'loss') for p in sorted((data / folder).glob('*.csv'))}
+    for folder, pattern in REAL.items():
+        series = {(f'{p.parent.name.removeprefix("csv_")}m-{p.stem}' if p.parent.name.startswith('csv_') else p.stem):
+                  read_metric(p, 'loss') for p in sorted((data / folder).glob(pattern))}
         reports.append(evaluate_real(folder, series))
     print('## Real curves\n')
     print(format_real_markdown(reports) + '\n')

@@ -7,13 +7,14 @@
 * ``data/lr-scheduling/``: W&B exports of ``fabian-sp/lr-scheduling`` (MIT): ``history.train`` (``iter``,
   ``train_loss`` every 50 steps) and ``history.val`` (every 200); a repeated ``iter`` (a resumed run) keeps its
   last value. WSD runs are their constant-LR run up to the cooldown, joined to the cooldown file (``ann*``).
-* ``data/multipower-law/``: ``loss_curve_repo/csv_*/*.csv`` of ``thu-yao-01-luo/MultiPowerLaw`` (MIT), copied
-  (``step,lr,loss`` every 128 steps after the warmup).
+
+The spike benchmark also reads ``data/multipowerlaw/`` (the MultiPowerLaw curves, rebuilt by
+``scripts/data/loss_law_curves.py``).
 
 Example (the mirrors are bare clones)::
 
     python scripts/data/real_loss_curves.py --modded-nanogpt /work/.mirror/KellerJordan+modded-nanogpt/repo \\
-        --lr-scheduling /work/.mirror/fabian-sp+lr-scheduling/repo --multipower /work/.mirror/thu-yao-01-luo+MultiPowerLaw/repo
+        --lr-scheduling /work/.mirror/fabian-sp+lr-scheduling/repo
 """
 
 from __future__ import annotations
@@ -110,22 +111,10 @@ def lr_scheduling(repo: Path, out: Path) -> None:
                {s: (train.get(s), val.get(s)) for s in sorted(set(train) | set(val))})
 
 
-def multipower(repo: Path, out: Path) -> None:
-    """Copies the MultiPowerLaw curves (``csv_<size>/<schedule>.csv`` becomes ``<size>m-<schedule>.csv``)."""
-    listing = subprocess.run(['git', '-C', str(repo), 'ls-tree', '-r', '--name-only', 'HEAD', 'loss_curve_repo'],
-                             capture_output=True, text=True, check=True).stdout.split()
-    for path in (p for p in listing if p.endswith('.csv')):
-        size = path.split('/')[-2].removeprefix('csv_')
-        target = out / f'{size}m-{Path(path).name}'
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(_show(repo, path))
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--modded-nanogpt', type=Path, help='clone of KellerJordan/modded-nanogpt')
     parser.add_argument('--lr-scheduling', type=Path, help='clone of fabian-sp/lr-scheduling')
-    parser.add_argument('--multipower', type=Path, help='clone of thu-yao-01-luo/MultiPowerLaw')
     parser.add_argument('--out', type=Path, default=Path('data'), help='data folder (default: data)')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -133,8 +122,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         modded_nanogpt(args.modded_nanogpt, args.out / 'modded-nanogpt')
     if args.lr_scheduling:
         lr_scheduling(args.lr_scheduling, args.out / 'lr-scheduling')
-    if args.multipower:
-        multipower(args.multipower, args.out / 'multipower-law')
     return 0
 
 
