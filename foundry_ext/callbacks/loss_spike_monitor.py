@@ -66,7 +66,7 @@ EVENTS_FILENAME = 'loss_events.jsonl'
 # acted on when it opens (its kind is known then), the spike kinds when they are classified.
 ACTIONS = ('log', 'stop')
 _ACTION_KINDS = (SPIKE, *EVENT_KINDS)
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 # Batches whose sample identities are kept until their outlier could be confirmed (it is, at most 3 later).
 _KEPT_BATCHES = 8
 
@@ -112,10 +112,12 @@ class LossSpikeMonitor(Callback):
         self.events_path_template = events_path
         self.events_path: Optional[str] = None
         self.detectors: dict[str, SpikeDetector] = {}
-        # Every notification, as written to the events file.
+        # Every spike and divergence notification (the events file also holds the batch outliers).
         self.events: list[dict[str, Any]] = []
         # Batch outliers per stream (their records go to the file and the loggers only: there can be thousands).
         self.outliers: dict[str, int] = {}
+        # Records written to the events file (events and outliers), so a resume keeps exactly the checkpoint's.
+        self._written: Optional[int] = 0  # None: a checkpoint from before the count was kept
         # Per recent step: the fingerprints of this rank's samples (where the batch is), the epoch and the sample
         # offset in the epoch before the batch.
         self._batches: dict[int, tuple[Optional[torch.Tensor], int, int]] = {}
@@ -146,11 +148,13 @@ class LossSpikeMonitor(Callback):
             'detectors': {stream: d.state_dict() for stream, d in self.detectors.items()},
             'events': [dict(e) for e in self.events],
             'outliers': dict(self.outliers),
+            'written': self._written,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = unpack_state(state)
-        if state.get('version') not in (1, _STATE_VERSION):  # version 1 had no outlier counts
+        # Version 1 had no outlier counts, version 2 no count of written records.
+        if state.get('version') not in (1, 2, _STATE_VERSION):
             raise ConfigError(f'{WHERE}: unsupported state version {state.get("version")!r} in the checkpoint.')
         self.detectors = {}
         for stream, detector_state in state['detectors'].items():
@@ -161,6 +165,7 @@ class LossSpikeMonitor(Callback):
             self._detector(stream).load_state_dict(detector_state)
         self.events = [dict(e) for e in state['events']]
         self.outliers = dict(state.get('outliers', {}))
+        self._written = state.get('written')
         self._lifecycle.restored()
 
     # Events.
@@ -174,7 +179,7 @@ class LossSpikeMonitor(Callback):
             # A new run from batch 0 (fit(reset_time=True), or a load that reset the timestamp): the earlier run's
             # steps and trend do not apply.
             log.info('%s: training restarts at batch 0; the detectors start over.', WHERE)
-            self.detectors, self.events, self.outliers, self._batches = {}, [], {}, {}
+            self.detectors, self.events, self.outliers, self._batches, self._written = {}, [], {}, {}, 0
         if self.events_path is None:
             self.events_path = self._resolve_events_path(state)
         if dist.get_global_rank() != 0:
@@ -188,9 +193,25 @@ class LossSpikeMonitor(Callback):
             if self._writer is None:
                 self._writer = JSONLWriter(self.events_path, 'loss events')
             if start.phase is FitPhase.RESUMED:  # the file becomes what the checkpoint knew; replays add the rest
-                self._writer.replace(self.events)
+                self._writer.replace(self._records_at_checkpoint())
             else:  # a run from batch 0 replaces an earlier run's notifications, a continuing fit adds to them
                 self._writer.start_run(start.from_zero, start.phase is FitPhase.RESTARTED)
+
+    def _records_at_checkpoint(self) -> list[dict[str, Any]]:
+        """The events file as it was when the checkpoint was saved: its first records, which hold the outliers
+        (not checkpointed: there can be thousands) between the checkpointed events. Only the checkpointed events
+        when the file does not agree with the checkpoint (another folder, an older checkpoint, a lost file)."""
+        known = self._written
+        records = self._writer.records()[:known] if known else []
+        events = [r for r in records if r['kind'] != BATCH_OUTLIER]
+        if known is None or len(records) < known or events != self.events:
+            if known:
+                log.warning('%s: %s does not hold the %d records the checkpoint knew; it restarts from the '
+                            'checkpointed events, without the batch outliers before the checkpoint (the loggers '
+                            'have them).', WHERE, self.events_path, known)
+            records = list(self.events)
+        self._written = len(records)
+        return records
 
     def _resolve_events_path(self, state: State) -> Optional[str]:
         if self.events_path_template is not None:
@@ -323,6 +344,7 @@ class LossSpikeMonitor(Callback):
         if self._writer is not None:
             self._writer.write(record)
             self._writer.flush()
+            self._written += 1
 
     def _stop_if_any_rank_says_so(self, state: State, step: int, stops: list[dict[str, Any]]) -> None:
         # Every rank calls this at every point when some action is 'stop', so the collective cannot deadlock.

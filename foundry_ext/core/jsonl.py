@@ -170,6 +170,13 @@ class JSONLWriter:
     def write(self, record: Mapping[str, Any]) -> None:
         self._file.write(dumps(record) + '\n')
 
+    def records(self) -> list[dict[str, Any]]:
+        """The objects of the file's complete lines, in order (an unfinished last line is not one)."""
+        self._file.flush()
+        with open(self.path, encoding='utf-8') as f:
+            lines = f.read().split('\n')[:-1]
+        return [json.loads(line) for line in lines if line.strip()]
+
     def flush(self) -> None:
         self._file.flush()
 

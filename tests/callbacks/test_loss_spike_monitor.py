@@ -200,18 +200,26 @@ def test_resume_continues_detection_exactly(tmp_path):
     first = _trainer(_spiky_data(), uninterrupted, save_folder=str(tmp_path / 'a'), save_interval='200ba')
     first.fit()
     first.close()
+    full_file = (tmp_path / 'a' / 'loss_events.jsonl').read_text()
+    assert any(json.loads(line)['kind'] == BATCH_OUTLIER for line in full_file.splitlines())
     checkpoint = tmp_path / 'a' / 'ep0-ba200-rank0.pt'
     # At batch 200 the slow spike (onset ~180) is open: the checkpoint must carry it.
     saved = unpack_state(torch.load(checkpoint, weights_only=False)['state']['callbacks']['LossSpikeMonitor'])
     assert saved['detectors'][LOSS]['spike'] is not None and saved['events'][-1]['status'] == STATUS_OPEN
 
-    resumed = LossSpikeMonitor(detector=DETECTOR)
+    # As after a kill past the checkpoint: the file holds lines of steps after it, which the resume replays.
+    events_file = tmp_path / 'b' / 'loss_events.jsonl'
+    events_file.parent.mkdir()
+    events_file.write_text(full_file)
+    resumed = LossSpikeMonitor(detector=DETECTOR, events_path=str(events_file))
     second = _trainer(_spiky_data(), resumed, load_path=str(checkpoint))
     second.fit()
     second.close()
     _assert_spikes(resumed.events)
     assert resumed.events == uninterrupted.events
     assert resumed.state_dict() == uninterrupted.state_dict()
+    # The batch outlier before the checkpoint (not in the checkpointed events) is kept, once, in its place.
+    assert events_file.read_text() == full_file
 
 
 @pytest.mark.parametrize('kwargs, match', [
