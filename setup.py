@@ -32,7 +32,7 @@ setup(
         'typer',
     ],
     extras_require={
-        'dev': ['pytest>=7'],
+        'dev': ['pytest>=7', 'wheel'],  # wheel: tests build the package offline
     },
     entry_points={
         'console_scripts': ['foundry-ext = foundry_ext.cli.main:main'],
@@ -44,8 +44,10 @@ setup(
         'llmfoundry_callbacks': [
             'resume_data_guard = foundry_ext.callbacks.resume_data_guard:ResumeDataGuard',
             'budget_checkpoint = foundry_ext.callbacks.budget_checkpoint:BudgetCheckpoint',
+            'checkpoint_guard = foundry_ext.callbacks.checkpoint_guard:CheckpointGuard',
             'loss_spike_monitor = foundry_ext.callbacks.loss_spike_monitor:LossSpikeMonitor',
             'collapse_monitor = foundry_ext.callbacks.collapse_monitor:CollapseMonitor',
+            'loss_law_forecast = foundry_ext.callbacks.loss_law_forecast:LossLawForecast',
         ],
         'llmfoundry_algorithms': [
             'resume_guard = foundry_ext.algorithms.resume_guard:ResumeGuard',

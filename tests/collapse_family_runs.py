@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from foundry_ext.analysis.collapse_runs import CollapseRun
+from foundry_ext.collapse.runs import CollapseRun
 from scripts.experiments.collapse_family import FamilySpec, ModelSize, fit_family_reference
 from tests.conftest import SMALL_CORPUS
 

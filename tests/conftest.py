@@ -1,10 +1,13 @@
-"""Shared fixtures: an isolated corpus cache, a tiny real Composer Trainer, and Foundry runs of the demo."""
+"""Shared fixtures: an isolated corpus cache, a tiny real Composer Trainer, Foundry runs of the demo (in-process or
+launched with ``composer``, or logged to a real MLflow SQLite store), and comparing checkpoints tensor by tensor."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import pytest
 import torch
@@ -13,6 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_YAML = str(REPO / 'yamls' / 'wsd.yaml')
 # A smaller corpus than the demo's default keeps each test's first build to about a second.
 SMALL_CORPUS = 'train_loader.dataset.train_tokens=400000'
+# A smaller model than the demo's, for tests about files and processes rather than learning.
+TINY_MODEL = ['model.n_layers=2', 'model.d_model=64', 'global_train_batch_size=8', 'device_train_microbatch_size=8',
+              'device_eval_batch_size=8']
+COMPOSER = str(Path(sys.executable).with_name('composer'))
+# scripts/train.py plus the test-only callbacks lr_jump and crash (and a dump of the components' state).
+TRAIN_WORKER = 'tests/distributed/train_worker.py'
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -75,6 +84,45 @@ def foundry_run(run_dir: Path, overrides: Sequence[str] = (), yaml_path: str = D
     return trainer, dict(zip(steps.tolist(), values.tolist()))
 
 
+def launch(run_dir: Path, args: Sequence[str], nproc: int = 1, env: Optional[Mapping[str, str]] = None,
+           script: str = TRAIN_WORKER) -> subprocess.Popen:
+    """Starts ``composer -n <nproc> <script> <args>`` from the repository, in a new session so that a kill reaches
+    the launcher and every rank; its output is appended to ``run_dir/launcher.log``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / 'launcher.log', 'a')
+    return subprocess.Popen([COMPOSER, '-n', str(nproc), script, *args], cwd=REPO,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def checkpoint_tensors(path: Path) -> dict:
+    """The model and optimizer state of a checkpoint: a monolithic ``.pt`` file, or a sharded folder (gathered)."""
+    import torch
+    if path.is_dir():
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+        whole = path.parent / f'{path.name}.gathered.pt'
+        if not whole.exists():
+            dcp_to_torch_save(path, whole)
+        path = whole
+    state = torch.load(path, map_location='cpu', weights_only=False)['state']
+    return {'model': state['model'], 'optimizers': state['optimizers']}
+
+
+def assert_same_tensors(got: Any, expected: Any, where: str = '') -> None:
+    """Nested dicts, lists and tensors are equal, every tensor bit for bit."""
+    import torch
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(got, torch.Tensor) and torch.equal(got, expected), where
+    elif isinstance(expected, dict):
+        assert got.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_tensors(got[key], expected[key], f'{where}/{key}')
+    elif isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert_same_tensors(g, e, f'{where}/{i}')
+    else:
+        assert got == expected, where
 
 
 @pytest.fixture(scope='session')

@@ -47,6 +47,8 @@ from typing import Any, Optional, Sequence
 import torch
 from composer.utils import dist
 
+from foundry_ext.algorithms.schedule_lookahead import lr_ratio
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     'LOG10_MIN',
     'QUANTILES',
     'GroupSummary',
+    'effective_step_lines',
     'local_sums',
     'reduce_sums',
     'summarize',
@@ -62,6 +65,7 @@ __all__ = [
 ]
 
 QUANTILES = (0.1, 0.5, 0.9)
+_MEDIAN = QUANTILES.index(0.5)
 LOG10_MIN = -4.0  # f = 1e-4: |v_hat| ~ 1e8, far beyond any sane gradient scale
 LOG10_MAX = 12.0  # f = 1e12: above 1/eps for eps >= 1e-12, i.e. above the v = 0 elements
 BINS_PER_DECADE = 50
@@ -221,3 +225,28 @@ def summarize_optimizer(optimizer: torch.optim.Optimizer, reduce: bool = True,
     if device is not None:
         sums = sums.to(device)
     return summarize(reduce_sums(sums) if reduce else sums)
+
+
+def effective_step_lines(lines: list[str], now: list[GroupSummary], saved: Optional[list[GroupSummary]],
+                         saved_lr: Sequence[float], plan: list[list[float]], group: int) -> float:
+    """Appends to ``lines`` how the median effective step of ``group`` changes from the save (``saved`` summary at
+    ``saved_lr``, else ``now``) to the highest LR of the resumed ``plan``, and returns that ratio (NaN without
+    Adam state)."""
+    quantiles = '/'.join(f'p{int(q * 100)}' for q in QUANTILES)
+    current = now[group]
+    if current.numel == 0:
+        lines.append('  effective step: the optimizer has no Adam state after the load (not in the checkpoint, '
+                     'or dropped by load_ignore_keys): Adam restarts from v = 0 at the resumed LR')
+        return math.nan
+    before = saved[group] if saved else current
+    eff_before = before.effective_step(saved_lr[group])
+    eff_after = current.effective_step(max(plan[group]))
+    eff_ratio = lr_ratio(eff_after[_MEDIAN], eff_before[_MEDIAN])
+    lines.append(f'  effective step lr/((1-b1^t)(sqrt(v_hat)+eps)) {quantiles}: '
+                 f'{_joined(eff_before)} at save -> {_joined(eff_after)} '
+                 f'at the highest resumed LR (x{eff_ratio:.3g})')
+    return eff_ratio
+
+
+def _joined(values: Sequence[float]) -> str:
+    return '/'.join(f'{v:.3g}' for v in values)

@@ -7,13 +7,8 @@ a finished run continued with a new schedule, a larger ``optimizer.lr``) multipl
 state from the checkpoint (the optimizer's ``lr``/``initial_lr`` and the scheduler's ``base_lrs``), so a new
 ``optimizer.lr`` in the YAML is silently ignored.
 
-Which LR a batch trains at. Composer steps the scheduler after every batch, *before* the timestamp advances,
-so at any point between batches the optimizer's ``lr`` is the LR of the next batch, and the batch at
-timestamp :math:`k \ge 1` trains at ``base_lr`` times the multiplier evaluated at timestamp :math:`k-1`. After
-a resume the first batch trains at the LR restored from the checkpoint; the resumed schedule takes over from
-the second. The guard's *LR plan* follows exactly this: ``plan[j]`` is the LR of batch :math:`s+j`,
-``plan[0]`` being the optimizer's current ``lr`` and ``plan[j >= 1]`` the compiled ``LambdaLR``'s lambda
-evaluated on the timestamp advanced :math:`j-1` batches (set on the ``State`` for the call and restored).
+The LR plan (which LR each coming batch trains at) is explained in
+:mod:`foundry_ext.algorithms.schedule_lookahead`.
 
 At every checkpoint the guard saves a record (see :meth:`ResumeGuard.state_dict`): the step, the LR applied
 by the last step and the LR of the next batch per group, the plan of the next ``rewarm_steps`` batches,
@@ -58,14 +53,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-from composer.core import Algorithm, Event, State, Timestamp
+from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 from torch.optim.lr_scheduler import LambdaLR
 
-from foundry_ext.algorithms.optimizer_stats import QUANTILES, GroupSummary, local_sums, reduce_sums, summarize
+from foundry_ext.algorithms.optimizer_stats import (QUANTILES, GroupSummary, effective_step_lines, local_sums,
+                                                    reduce_sums, summarize)
+from foundry_ext.algorithms.schedule_lookahead import Ramp, continues_restored_lr, future_timestamps, lr_ratio, same_lr
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.composer_private import lambda_lrs_at
+from foundry_ext.core.errors import ConfigError, choice, flag, positive, whole
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
+from foundry_ext.core.metric_names import RESUME_GUARD_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -75,47 +76,12 @@ ON_MISMATCH = ('warn', 'rewarm', 'error')
 # Default rewarm length in units of Adam's beta2 timescale 1/(1 - beta2).
 REWARM_TIMESCALES = 2
 _KEY = 'algorithms.resume_guard'
-# LRs within this relative distance are the same LR (recomputation noise, float printing in YAMLs).
-_REL_TOL = 1e-6
+_RESUME = f'{RESUME_GUARD_PREFIX}/resume'  # metrics of the resume check
 _RECORD_VERSION = 1
-_MEDIAN = QUANTILES.index(0.5)
 
 
 class ResumeGuardError(RuntimeError):
     """Raised by ``on_mismatch: error`` before the first step that would apply the mismatched LR."""
-
-
-def _per_batch(timestamp: Timestamp) -> tuple[int, int]:
-    """The run's mean samples and tokens per batch so far (0 before the first batch)."""
-    batches = int(timestamp.batch)
-    return (int(timestamp.sample) // batches, int(timestamp.token) // batches) if batches else (0, 0)
-
-
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= _REL_TOL * max(abs(a), abs(b))
-
-
-def _ratio(new: float, old: float) -> float:
-    if old > 0:
-        return new / old
-    return 1.0 if new <= 0 else math.inf
-
-
-@dataclasses.dataclass
-class _Ramp:
-    """A linear rewarm from ``ref`` (per group) to the scheduled LR over ``steps`` batches from ``start``."""
-    start: int
-    steps: int
-    ref: list[float]
-
-    def lr(self, group: int, scheduled: float, batch: int) -> float:
-        ref = self.ref[group]
-        if scheduled <= ref or batch - self.start >= self.steps:
-            return scheduled
-        return ref + (scheduled - ref) * (batch - self.start) / self.steps
-
-    def done(self, batch: int) -> bool:
-        return batch - self.start >= self.steps
 
 
 class ResumeGuard(Algorithm):
@@ -156,35 +122,24 @@ class ResumeGuard(Algorithm):
         monitor_interval: int = 100,
         check_in_run: bool = True,
     ) -> None:
-        if on_mismatch not in ON_MISMATCH:
-            raise ValueError(f'{_KEY}.on_mismatch={on_mismatch!r} is not one of {", ".join(ON_MISMATCH)}. Use warn '
-                             f'to be told, rewarm to ramp the LR up smoothly, or error to stop before the first step.')
-        if isinstance(max_lr_ratio, bool) or not isinstance(max_lr_ratio, (int, float)) or not max_lr_ratio > 1:
-            raise ValueError(f'{_KEY}.max_lr_ratio={max_lr_ratio!r} must be a number > 1: the factor by which the '
-                             f'LR may rise before the guard acts, e.g. 1.5.')
-        if rewarm_steps is not None and (isinstance(rewarm_steps, bool) or not isinstance(rewarm_steps, int) or
-                                         rewarm_steps < 1):
-            raise ValueError(f'{_KEY}.rewarm_steps={rewarm_steps!r} must be a whole number of batches >= 1, or null '
-                             f'for the default {REWARM_TIMESCALES}/(1 - beta2).')
-        if isinstance(monitor_interval, bool) or not isinstance(monitor_interval, int) or monitor_interval < 0:
-            raise ValueError(f'{_KEY}.monitor_interval={monitor_interval!r} must be a whole number of batches >= 0 '
-                             f'(0 turns the monitoring off).')
-        for key, value in (('apply_yaml_lr', apply_yaml_lr), ('check_in_run', check_in_run)):
-            if not isinstance(value, bool):
-                raise ValueError(f'{_KEY}.{key}={value!r} must be true or false.')
-        self.on_mismatch = on_mismatch
-        self.max_lr_ratio = float(max_lr_ratio)
-        self.rewarm_steps = rewarm_steps
-        self.apply_yaml_lr = apply_yaml_lr
-        self.monitor_interval = monitor_interval
-        self.check_in_run = check_in_run
+        self.on_mismatch = choice(on_mismatch, f'{_KEY}.on_mismatch', ON_MISMATCH, 'warn to be told, rewarm to ramp '
+                                  'the LR up smoothly, or error to stop before the first step')
+        self.max_lr_ratio = positive(max_lr_ratio, f'{_KEY}.max_lr_ratio', 'the factor by which the LR may rise '
+                                     'before the guard acts, e.g. 1.5', above=1.0)
+        self.rewarm_steps = None if rewarm_steps is None else whole(
+            rewarm_steps, f'{_KEY}.rewarm_steps', 1,
+            f'a number of batches, or null for the default {REWARM_TIMESCALES}/(1 - beta2)')
+        self.apply_yaml_lr = flag(apply_yaml_lr, f'{_KEY}.apply_yaml_lr')
+        self.monitor_interval = whole(monitor_interval, f'{_KEY}.monitor_interval', 0,
+                                      'a number of batches (0 turns the monitoring off)')
+        self.check_in_run = flag(check_in_run, f'{_KEY}.check_in_run')
 
         self._state: Optional[State] = None
         self._steps = 0  # the resolved rewarm length / lookahead
         self._configured: list[dict[str, Any]] = []  # the optimizer's hyper-parameters before any load
         self._record: Optional[dict[str, Any]] = None  # loaded from a checkpoint, consumed at fit_start
-        self._fit_started = False
-        self._ramp: Optional[_Ramp] = None
+        self._lifecycle = RunLifecycle()
+        self._ramp: Optional[Ramp] = None
         self._armed = False
         self._quiet_until = 0
         self._applied: Optional[list[float]] = None  # the LR of the batch being trained (batch_start)
@@ -200,11 +155,13 @@ class ResumeGuard(Algorithm):
                 f'monitor_interval={self.monitor_interval}, check_in_run={self.check_in_run})')
 
     def match(self, event: Event, state: State) -> bool:
-        return event in (Event.INIT, Event.FIT_START, Event.BATCH_START, Event.BATCH_END)
+        return event in (Event.INIT, Event.AFTER_LOAD, Event.FIT_START, Event.BATCH_START, Event.BATCH_END)
 
     def apply(self, event: Event, state: State, logger: Logger) -> None:
         if event == Event.INIT:
             self._init(state)
+        elif event == Event.AFTER_LOAD:
+            self._lifecycle.after_load(state)
         elif event == Event.FIT_START:
             self._fit_start(state, logger)
         elif event == Event.BATCH_START:
@@ -216,12 +173,12 @@ class ResumeGuard(Algorithm):
 
     def _init(self, state: State) -> None:
         if len(state.optimizers) != 1:
-            raise ValueError(f'{_KEY}: needs exactly one optimizer; the trainer has {len(state.optimizers)}.')
+            raise ConfigError(f'{_KEY}: needs exactly one optimizer; the trainer has {len(state.optimizers)}.')
         optimizer = state.optimizers[0]
         if any('betas' not in g or 'eps' not in g for g in optimizer.param_groups):
-            raise ValueError(f'{_KEY}: watches Adam-family optimizers (betas, eps and exp_avg_sq, e.g. '
-                             f'decoupled_adamw); {type(optimizer).__name__} has no betas/eps. Remove resume_guard '
-                             f'from algorithms or use an Adam-family optimizer.')
+            raise ConfigError(f'{_KEY}: watches Adam-family optimizers (betas, eps and exp_avg_sq, e.g. '
+                              f'decoupled_adamw); {type(optimizer).__name__} has no betas/eps. Remove resume_guard '
+                              f'from algorithms or use an Adam-family optimizer.')
         self._state = state
         # The LR the YAML asked for, before any checkpoint loads: decoupled_adamw and the LambdaLR keep it
         # in initial_lr (the scheduler does not exist yet at init).
@@ -240,17 +197,19 @@ class ResumeGuard(Algorithm):
         return self.rewarm_steps or math.ceil(REWARM_TIMESCALES / (1 - beta2))
 
     def _fit_start(self, state: State, logger: Logger) -> None:
-        # Checkpoints load in Trainer.__init__, so only the first fit() can follow a resume; a later fit() on the
-        # same trainer starts over (reset_time) or continues training, maybe with a new schedule.
-        first, self._fit_started = not self._fit_started, True
-        batch = int(state.timestamp.batch)
-        if not first:
+        # Only the first fit() can follow a resume; a later fit() on the same trainer starts over (reset_time) or
+        # continues training, maybe with a new schedule.
+        start = self._lifecycle.fit_start(state)
+        batch = start.batch
+        if not self._steps:
+            # A checkpoint restores its own betas over the YAML's, and with them Adam's timescale.
+            self._steps = self._lookahead(state)
+            log.info(f'resume_guard: rewarm and look-ahead: {self._steps} batches'
+                     f'{"" if self.rewarm_steps else f" ({REWARM_TIMESCALES}/(1 - beta2))"}.')
+        if start.phase in (FitPhase.CONTINUED, FitPhase.RESTARTED):
+            self._record = None  # a record restored before fit(reset_time=True) belongs to the earlier run
             self._later_fit(state, logger, batch)
             return
-        # A checkpoint restores its own betas over the YAML's, and with them Adam's timescale.
-        self._steps = self._lookahead(state)
-        log.info(f'resume_guard: rewarm and look-ahead: {self._steps} batches'
-                 f'{"" if self.rewarm_steps else f" ({REWARM_TIMESCALES}/(1 - beta2))"}.')
         groups = len(self._groups(state))
         if self._record is not None and len(self._record['lr_next']) != groups:
             log.warning(f'resume_guard: the checkpoint\'s record has {len(self._record["lr_next"])} parameter '
@@ -279,7 +238,7 @@ class ResumeGuard(Algorithm):
         groups = self._groups(state)
         if self._ramp is not None:
             self._write_ramp(state, batch)
-            logger.log_metrics({'resume_guard/rewarm_factor': _ratio(groups[0]['lr'], self._unscaled[0])})
+            logger.log_metrics({f'{RESUME_GUARD_PREFIX}/rewarm_factor': lr_ratio(groups[0]['lr'], self._unscaled[0])})
             # Over, or the schedule fell back to where the ramp began: a later rise is then a jump of its own,
             # from the LR applied by then, for the in-run check.
             if self._ramp.done(batch) or all(u <= r for u, r in zip(self._unscaled, self._ramp.ref)):
@@ -307,7 +266,7 @@ class ResumeGuard(Algorithm):
                  (f' from a record saved at batch {record["batch"]}' if record else
                   ' from a checkpoint without a resume_guard record (comparing with the restored LR)')]
 
-        overridden_lr = [not _same(b, c['lr']) for b, c in zip(restored_base, self._configured)]
+        overridden_lr = [not same_lr(b, c['lr']) for b, c in zip(restored_base, self._configured)]
         config_lines = self._config_overrides(groups, restored_base)
         if config_lines:
             lines.append('  the checkpoint overrides the YAML (Composer restores the optimizer and scheduler state):')
@@ -321,16 +280,16 @@ class ResumeGuard(Algorithm):
         old_plan = record['plan'] if record else None
         # Without a record, a schedule that gives the restored LR at the batch before the resume is taken to
         # continue the checkpointed run's own (e.g. the rest of its warmup); any other is compared with that LR.
-        expected = old_plan if record else (plan if self._continues_restored_lr(state, restored_lr) else None)
+        expected = old_plan if record else (plan if continues_restored_lr(state, restored_lr) else None)
         ratio, group, offset = 0.0, 0, 0
         for g, lrs in enumerate(plan):
             # Past the end of the saved plan (a longer look-ahead now) the in-run check takes over.
             for j, lr in enumerate(lrs[:len(expected[g])] if expected else lrs):
-                candidate = _ratio(lr, max(expected[g][j] if expected else 0.0, ref[g]))
+                candidate = lr_ratio(lr, max(expected[g][j] if expected else 0.0, ref[g]))
                 if candidate > ratio:
                     ratio, group, offset = candidate, g, j
         changed = None if old_plan is None else any(
-            not _same(a, b) for new_lrs, old_lrs in zip(plan, old_plan) for a, b in zip(new_lrs, old_lrs))
+            not same_lr(a, b) for new_lrs, old_lrs in zip(plan, old_plan) for a, b in zip(new_lrs, old_lrs))
         mismatch = ratio > self.max_lr_ratio
         lines.append(f'  LR: the checkpointed run would apply {_fmt(ref[group])} next (group {group}); the resumed '
                      f'run applies {_fmt(plan[group][0])} .. {_fmt(max(plan[group]))} over batches {batch}..'
@@ -344,17 +303,17 @@ class ResumeGuard(Algorithm):
         now = self._summaries(state)
         saved = [GroupSummary.from_dict(d) for d in record['stats']] if record and record.get('stats') else None
         saved_lr = record['lr_applied'] if record else restored_lr
-        eff_ratio = self._effective_step_lines(lines, now, saved, saved_lr, plan, group)
+        eff_ratio = effective_step_lines(lines, now, saved, saved_lr, plan, group)
 
         metrics = {
-            'resume_guard/resume/lr_ratio': ratio,
-            'resume_guard/resume/eff_step_ratio': eff_ratio,
-            'resume_guard/resume/lr_overridden': float(silent_override),
-            'resume_guard/resume/config_overridden': float(bool(config_lines)),
-            'resume_guard/resume/rewarm_steps': float(self._steps if mismatch and self.on_mismatch == 'rewarm' else 0),
+            f'{_RESUME}/lr_ratio': ratio,
+            f'{_RESUME}/eff_step_ratio': eff_ratio,
+            f'{_RESUME}/lr_overridden': float(silent_override),
+            f'{_RESUME}/config_overridden': float(bool(config_lines)),
+            f'{_RESUME}/rewarm_steps': float(self._steps if mismatch and self.on_mismatch == 'rewarm' else 0),
         }
         if changed is not None:
-            metrics['resume_guard/resume/schedule_changed'] = float(changed)
+            metrics[f'{_RESUME}/schedule_changed'] = float(changed)
         logger.log_metrics(metrics)
 
         if self.on_mismatch == 'error' and (mismatch or silent_override):
@@ -374,8 +333,8 @@ class ResumeGuard(Algorithm):
                         'weight_decay': group.get('weight_decay')}
             for key, value in restored.items():
                 wanted = configured[key]
-                same = (_same(value, wanted) if key == 'lr' else value == wanted)
-                if not same and not (key == 'lr' and self.apply_yaml_lr):  # applied below, said there
+                matches = same_lr(value, wanted) if key == 'lr' else value == wanted
+                if not matches and not (key == 'lr' and self.apply_yaml_lr):  # applied below, said there
                     hint = ' (set apply_yaml_lr: true to use the YAML\'s)' if key == 'lr' else ''
                     lines.append(f'group {i}: optimizer.{key}={wanted} in the YAML is ignored; the checkpoint\'s '
                                  f'{value} is used{hint}')
@@ -386,7 +345,7 @@ class ResumeGuard(Algorithm):
         lines = []
         for i, (group, base, configured) in enumerate(zip(self._groups(state), restored_base, self._configured)):
             wanted = configured['lr']
-            if _same(base, wanted):
+            if same_lr(base, wanted):
                 continue
             group['lr'] = group['lr'] * wanted / base if base > 0 else wanted
             group['initial_lr'] = wanted
@@ -397,26 +356,9 @@ class ResumeGuard(Algorithm):
                          f'checkpoint stores {_fmt(wanted)}')
         return lines
 
-    def _effective_step_lines(self, lines: list[str], now: list[GroupSummary], saved: Optional[list[GroupSummary]],
-                              saved_lr: Sequence[float], plan: list[list[float]], group: int) -> float:
-        quantiles = '/'.join(f'p{int(q * 100)}' for q in QUANTILES)
-        current = now[group]
-        if current.numel == 0:
-            lines.append('  effective step: the optimizer has no Adam state after the load (not in the checkpoint, '
-                         'or dropped by load_ignore_keys): Adam restarts from v = 0 at the resumed LR')
-            return math.nan
-        before = saved[group] if saved else current
-        eff_before = before.effective_step(saved_lr[group])
-        eff_after = current.effective_step(max(plan[group]))
-        eff_ratio = _ratio(eff_after[_MEDIAN], eff_before[_MEDIAN])
-        lines.append(f'  effective step lr/((1-b1^t)(sqrt(v_hat)+eps)) {quantiles}: '
-                     f'{"/".join(_fmt(e) for e in eff_before)} at save -> {"/".join(_fmt(e) for e in eff_after)} '
-                     f'at the highest resumed LR (x{eff_ratio:.3g})')
-        return eff_ratio
-
     def _act_on_mismatch(self, state: State, batch: int, ref: list[float]) -> str:
         if self.on_mismatch == 'rewarm':
-            self._ramp = _Ramp(start=batch, steps=self._steps, ref=list(ref))
+            self._ramp = Ramp(start=batch, steps=self._steps, ref=list(ref))
             self._write_ramp(state, batch)
             return (f'  action (on_mismatch=rewarm): the LR ramps linearly from {_fmt(ref[0])} (group 0) to the '
                     f'schedule\'s over batches {batch}..{batch + self._steps}')
@@ -440,14 +382,14 @@ class ResumeGuard(Algorithm):
     def _check_jump(self, state: State, logger: Logger, batch: int, new: list[float]) -> None:
         """Acts on the largest rise from the last batch's LRs to ``new``, if it exceeds ``max_lr_ratio``."""
         assert self._applied is not None
-        ratio, group = max((_ratio(n, a), i) for i, (n, a) in enumerate(zip(new, self._applied)))
+        ratio, group = max((lr_ratio(n, a), i) for i, (n, a) in enumerate(zip(new, self._applied)))
         if ratio > self.max_lr_ratio:
             self._in_run_jump(state, logger, batch, ratio, group)
 
     def _in_run_jump(self, state: State, logger: Logger, batch: int, ratio: float, group: int) -> None:
         assert self._applied is not None
         new = self._groups(state)[group]['lr']
-        logger.log_metrics({'resume_guard/lr_jump_ratio': ratio})
+        logger.log_metrics({f'{RESUME_GUARD_PREFIX}/lr_jump_ratio': ratio})
         message = (f'resume_guard: the LR jumps x{ratio:.3g} at batch {batch} (group {group}: '
                    f'{_fmt(self._applied[group])} -> {_fmt(new)}), above max_lr_ratio {self.max_lr_ratio:g}')
         if self.on_mismatch == 'error':
@@ -455,7 +397,7 @@ class ResumeGuard(Algorithm):
                                    'algorithms.resume_guard.on_mismatch: rewarm to ramp it up, or check_in_run: '
                                    'false if the jump is intended.')
         if self.on_mismatch == 'rewarm':
-            self._ramp = _Ramp(start=batch, steps=self._steps, ref=list(self._applied))
+            self._ramp = Ramp(start=batch, steps=self._steps, ref=list(self._applied))
             self._write_ramp(state, batch)
             message += f'; rewarming linearly over batches {batch}..{batch + self._steps}.'
         else:
@@ -508,63 +450,12 @@ class ResumeGuard(Algorithm):
                     for i, (lr, s) in enumerate(zip(current, scheduled))]
         if len(state.schedulers) != 1 or not isinstance(state.schedulers[0], LambdaLR):
             return [[lr] for lr in current]
-        scheduled = self._lambda_lrs(state, self._future_timestamps(state, steps - 1), 1)
+        scheduled = lambda_lrs_at(state, future_timestamps(state, steps - 1), 1)
         return [[lr] + [self._planned(i, s, batch + j) for j, s in enumerate(lrs, start=1)]
                 for i, (lr, lrs) in enumerate(zip(current, scheduled))]
 
-    @staticmethod
-    def _lambda_lrs(state: State, timestamps: list, offset: int) -> list[list[float]]:
-        """Per group, the single ``LambdaLR``'s LRs at ``timestamps``, as stepped ``offset``, ``offset + 1``, ..."""
-        scheduler = state.schedulers[0]
-        lrs: list[list[float]] = [[] for _ in scheduler.base_lrs]
-        saved = state.timestamp
-        try:
-            for j, timestamp in enumerate(timestamps, start=offset):
-                state.timestamp = timestamp  # the compiled lambda reads the State, not its argument
-                for i, (base, fn) in enumerate(zip(scheduler.base_lrs, scheduler.lr_lambdas)):
-                    lrs[i].append(base * fn(scheduler.last_epoch + j))
-        finally:
-            state.timestamp = saved
-        return lrs
-
-    def _continues_restored_lr(self, state: State, restored_lr: list[float]) -> bool:
-        """Whether the resumed schedule, at the batch before the resume, gives the LR the checkpoint restored.
-
-        That LR is what the checkpointed run's schedule set there; the first resumed batch trains at it whatever
-        the new schedule is, so only the schedule's value one batch earlier tells whether it is the same one.
-        """
-        if len(state.schedulers) != 1 or not isinstance(state.schedulers[0], LambdaLR):
-            return not state.schedulers  # no scheduler: a constant LR; another torch scheduler: unknown
-        timestamp = state.timestamp
-        samples, tokens = _per_batch(timestamp)
-        before = timestamp.copy(
-            epoch=int(timestamp.epoch) - (int(timestamp.epoch) > 0 and int(timestamp.batch_in_epoch) == 0),
-            batch=int(timestamp.batch) - 1, sample=int(timestamp.sample) - samples, token=int(timestamp.token) - tokens,
-            batch_in_epoch=max(0, int(timestamp.batch_in_epoch) - 1),
-            sample_in_epoch=max(0, int(timestamp.sample_in_epoch) - samples),
-            token_in_epoch=max(0, int(timestamp.token_in_epoch) - tokens))
-        lrs = self._lambda_lrs(state, [before], 0)
-        return all(_same(lr[0], restored) for lr, restored in zip(lrs, restored_lr))
-
     def _planned(self, group: int, scheduled: float, batch: int) -> float:
         return scheduled if self._ramp is None else self._ramp.lr(group, scheduled, batch)
-
-    @staticmethod
-    def _future_timestamps(state: State, count: int) -> list:
-        """The timestamp now and after each of the next ``count - 1`` batches, advanced as the training loop does.
-
-        Samples and tokens per batch are the run's averages so far (0 before the first batch).
-        """
-        timestamp = state.timestamp
-        samples, tokens = _per_batch(timestamp)
-        epoch_length = int(state.dataloader_len) if state.dataloader_len is not None else None
-        out = []
-        for _ in range(count):
-            out.append(timestamp)
-            timestamp = timestamp.to_next_batch(samples=samples, tokens=tokens)
-            if epoch_length and int(timestamp.batch_in_epoch) >= epoch_length:
-                timestamp = timestamp.to_next_epoch()
-        return out
 
     # ----- statistics -----
 
@@ -580,7 +471,7 @@ class ResumeGuard(Algorithm):
         lrs = self._applied or [g['lr'] for g in self._groups(state)]
         metrics = {}
         for i, (summary, lr) in enumerate(zip(self._summaries(state), lrs)):
-            prefix = f'resume_guard/group{i}'
+            prefix = f'{RESUME_GUARD_PREFIX}/group{i}'
             metrics[f'{prefix}/lr'] = lr
             metrics[f'{prefix}/v_mean'] = summary.v_mean
             for q, e in zip(QUANTILES, summary.effective_step(lr)):
@@ -628,12 +519,13 @@ class ResumeGuard(Algorithm):
                         f'(got {state.get("version")}); comparing with the restored LR only.')
             return
         self._record = state
-        self._ramp = _Ramp(**state['ramp']) if state['ramp'] else None
+        self._ramp = Ramp(**state['ramp']) if state['ramp'] else None
         self._armed = state['armed']
         self._written = state['written']
         self._unscaled = state['unscaled']
         steps = state['scheduler_steps']  # a tuple, compared with _scheduler_positions; JSON made it a list
         self._scheduler_steps = None if steps is None else tuple(steps)
+        self._lifecycle.restored()
 
 
 def _fmt(value: float) -> str:

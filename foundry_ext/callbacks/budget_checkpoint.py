@@ -14,15 +14,15 @@ budget (exactly at the budget for ``ba`` units). With sharded checkpoints (``fsd
 sharded``) Composer names the folder of shards itself, ``ep{epoch}-ba{batch}/``; the manifest has the real
 path either way. A manifest, ``budgets.json`` in the same folder, lists
 budget, step, samples, tokens, train loss, the metrics of the evaluators that ran at that step
-and the files. The manifest is also in the callback's checkpointed state, so it survives resume.
+and the files. The manifest is also in the callback's checkpointed state, so it survives resume: a resumed run
+rewrites ``budgets.json`` from the checkpoint's manifest (the budgets after the checkpoint are saved again as
+training replays them). ``budgets.json`` is replaced atomically, never seen half written.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Optional
 
 from composer.core import Callback, Event, State
@@ -30,8 +30,11 @@ from composer.loggers import Logger
 from composer.utils import checkpoint, dist, format_name_with_dist, parse_uri
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
-from foundry_ext.core.metrics_io import LOSS_KEY
-from foundry_ext.core.save_folder import local_save_folder
+from foundry_ext.core.composer_private import hf_export, local_save_folder
+from foundry_ext.core.errors import ConfigError, choice, flag
+from foundry_ext.core.jsonl import write_json
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
+from foundry_ext.core.metric_names import BUDGET_PREFIX, LOSS_KEY
 from foundry_ext.schedulers.compiled import compiled_schedule_of
 from foundry_ext.schedulers.time_spec import current_time, timestamp_count
 
@@ -54,13 +57,10 @@ class BudgetCheckpoint(Callback):
     """
 
     def __init__(self, folder: Optional[str] = None, hf_export: bool = False, hf_precision: str = 'float32') -> None:
-        if not isinstance(hf_export, bool):
-            raise ValueError(f'callbacks.budget_checkpoint.hf_export={hf_export!r} must be true or false.')
-        if hf_precision not in ('float32', 'bfloat16', 'float16'):
-            raise ValueError(
-                f'callbacks.budget_checkpoint.hf_precision={hf_precision!r} must be float32, bfloat16 or float16.')
+        flag(hf_export, 'callbacks.budget_checkpoint.hf_export')
+        choice(hf_precision, 'callbacks.budget_checkpoint.hf_precision', ('float32', 'bfloat16', 'float16'))
         if folder is not None and parse_uri(folder)[0]:
-            raise ValueError(
+            raise ConfigError(
                 f'callbacks.budget_checkpoint.folder={folder!r} is remote; the budget checkpoints and their manifest '
                 f'are written with local file I/O and would land in a local folder named after the URI. Set a local '
                 f'folder (and copy it to object storage after the run).',
@@ -73,12 +73,18 @@ class BudgetCheckpoint(Callback):
         self._eval_batch = -1
         self._eval: dict[str, float] = {}  # metrics of the evaluators that ran at batch _eval_batch
         self._hf = None
+        self._lifecycle = RunLifecycle()
 
     def state_dict(self) -> dict[str, Any]:
         return pack_state({'manifest': self.manifest})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.manifest = list(unpack_state(state)['manifest'])
+        self._lifecycle.restored()
+
+    def after_load(self, state: State, logger: Logger) -> None:
+        del logger
+        self._lifecycle.after_load(state)
 
     def init(self, state: State, logger: Logger) -> None:
         if not self.hf_export:
@@ -89,10 +95,16 @@ class BudgetCheckpoint(Callback):
         self._hf.run_event(Event.INIT, state, logger)
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        start = self._lifecycle.fit_start(state)
+        if start.from_zero and self.manifest:
+            # fit(reset_time=True), or a load that reset the timestamp: a new run, whose budgets are its own.
+            log.warning(f'budget_checkpoint: training restarts at batch 0, so the manifest starts over; the earlier '
+                        f'run\'s {len(self.manifest)} budget checkpoint(s) stay on disk, each with its own manifest.')
+            self.manifest = []
         compiled = compiled_schedule_of(state)
         scheduler = compiled.scheduler if compiled is not None else None
         if compiled is None or not hasattr(scheduler, 'decay_ends'):
-            raise ValueError(
+            raise ConfigError(
                 f'callbacks.budget_checkpoint needs a schedule with budgets (wsd, wsd_s or cyclic_cosine), but the '
                 f'run uses {type(scheduler).__name__ if scheduler else "no ComposerScheduler"}. Switch the '
                 f'scheduler or remove the callback.',
@@ -105,16 +117,16 @@ class BudgetCheckpoint(Callback):
         else:
             save_folder = local_save_folder(state)
             if save_folder is None:
-                raise ValueError(
+                raise ConfigError(
                     'callbacks.budget_checkpoint.folder is unset and the run has no save_folder to put the budget '
                     'checkpoints under, or only a remote one (Composer stages a remote save_folder in a temporary '
                     'local folder that is not kept). Set save_folder to a local path, or '
                     'callbacks.budget_checkpoint.folder.',
                 )
             self.folder = os.path.join(save_folder, 'budgets')
-        if self._hf is not None:
-            self._hf.save_dir_format_str = os.path.join(self.folder, 'hf')
         log.info(f'budget_checkpoint: will save at {self.budgets} ({scheduler.unit.value}) into {self.folder}')
+        if start.phase is FitPhase.RESUMED:
+            self._write_manifest()  # what the checkpoint knew: drops entries of budgets saved after it
 
     def eval_end(self, state: State, logger: Logger) -> None:
         batch, label = int(state.timestamp.batch), state.dataloader_label
@@ -162,9 +174,8 @@ class BudgetCheckpoint(Callback):
         self.manifest = [e for e in self.manifest if e['index'] != index] + [entry]
         checkpoint.save_checkpoint(state, name)
         if self._hf is not None:
-            self._hf.huggingface_folder_name_fstr = f'budget{index}-ba{{batch}}'
-            self._hf._save_checkpoint(state, logger, upload_to_save_folder=True, register_to_mlflow=False)
-        logger.log_metrics({'budget_checkpoint/budget': index})
+            hf_export(self._hf, state, logger, os.path.join(self.folder, 'hf'), f'budget{index}-ba{{batch}}')
+        logger.log_metrics({f'{BUDGET_PREFIX}/budget': index})
         self._write_manifest()
         if dist.get_global_rank() == 0:
             log.info(f'budget_checkpoint: budget {index} ({budget}{unit}) saved at batch {batch}: {path}')
@@ -172,7 +183,7 @@ class BudgetCheckpoint(Callback):
     def _write_manifest(self) -> None:
         if dist.get_global_rank() == 0:
             assert self.folder is not None
-            Path(self.folder, MANIFEST).write_text(json.dumps(self.manifest, indent=2))
+            write_json(os.path.join(self.folder, MANIFEST), self.manifest)
 
 
 def _train_loss(state: State) -> Optional[float]:

@@ -14,17 +14,21 @@ Registered in ``llmfoundry_callbacks`` as ``collapse_monitor``::
 
 At every ``BATCH_END`` the callback reads the training loss from ``state.total_loss_dict`` (all-reduced over
 ranks by Composer, unlike ``state.loss``) and keeps the last ``smoothing`` losses. Every ``interval`` batches
-it appends their mean, placed at their mean step (:func:`~foundry_ext.analysis.collapse.smooth_curve`, the
-smoothing the reference was fitted with) to its history and, once the run is past the reference's
-``fit_start``, computes over that history
+it takes their mean, placed at their mean step (:func:`~foundry_ext.collapse.curves.smooth_curve`, the
+smoothing the reference was fitted with), and, once the run is past the reference's ``fit_start``, logs
 
-* the collapse residual of the newest point, ``collapse/residual`` (``L/L(T) - ref``) and
-  ``collapse/residual_z`` (in reference band widths), normalizing by the early-aligned ``L(T)``
-  ([SwC] Sec. 4; :func:`~foundry_ext.analysis.collapse.collapse_residual`);
+* the collapse residual of that point, ``collapse/residual`` (``L/L(T) - ref``) and ``collapse/residual_z`` (in
+  reference band widths), normalizing by the early-aligned ``L(T)`` ([SwC] Sec. 4;
+  :func:`~foundry_ext.collapse.prediction.collapse_residual`);
 * ``collapse/predicted_final_loss`` with ``collapse/predicted_final_loss_lower`` / ``_upper`` (the interval at
-  2 standard errors), aligning everything seen so far with the reference ([SwC] Sec. 5;
-  :func:`~foundry_ext.analysis.collapse.predict_final_loss`);
+  2 standard errors), aligning the newest evaluations with the reference ([SwC] Sec. 5;
+  :func:`~foundry_ext.collapse.prediction.predict_final_loss`);
 * ``collapse/out_of_band_streak``: how many evaluations in a row had ``|z| > threshold``.
+
+Each evaluation costs the same however long the run has been going: :class:`~foundry_ext.collapse.online.
+OnlineCollapse` keeps sums over the early-align windows and only the points of the prediction window, and gives
+exactly what those two functions compute over the whole history. A size-aware reference (fitted on runs whose
+controls differ) is specialized once, at the first evaluation, to this run's ``tau``, TPP and parameter count.
 
 The metrics are logged at the ``BATCH_END`` step (one after the step of the newest loss, as ``lr_monitor``
 does). When the streak reaches ``consecutive`` the callback warns, naming the step where the streak began,
@@ -33,9 +37,9 @@ so all ranks stop together). It also warns once when the run's ``tau`` or TPP di
 more than 10%, or its LR multiplier from the reference schedule by more than ``schedule_tolerance``: collapse
 is only expected when schedule, TPP and ``tau`` match ([SwC] Sec. 3).
 
-Total steps ``T`` come from ``max_duration`` in batches, or in epochs with a sized dataloader. The window,
-history, streak and alerts are in the callback's ``state_dict``, so a resumed run logs exactly what an
-uninterrupted one would have.
+Total steps ``T`` come from ``max_duration`` in batches, or in epochs with a sized dataloader. The window, the
+run's controls, the online sums, the streak and the alerts are in the callback's ``state_dict`` (bounded: it does
+not grow with the run), so a resumed run logs exactly what an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -51,10 +55,16 @@ from composer.core import Callback, State, TimeUnit
 from composer.loggers import Logger
 from composer.utils import dist
 
-from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
+from foundry_ext.collapse.controls import Controls, per_step_decay, schedule_peak
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.online import OnlineCollapse
+from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
-from foundry_ext.core.metrics_io import LOSS_KEY
-from foundry_ext.schedulers.compiled import compiled_schedule_of, peak_multiplier
+from foundry_ext.core.errors import ConfigError
+from foundry_ext.core.lifecycle import RunLifecycle
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.once import warn_once
+from foundry_ext.schedulers.compiled import compiled_schedule_of
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +72,11 @@ __all__ = ['ACTIONS', 'CollapseMonitor']
 
 WHERE = 'callbacks.collapse_monitor'
 ACTIONS = ('warn', 'stop')
-_STATE_VERSION = 1
-# Per-step decay at peak LR as a multiple of weight_decay, by optimizer class (see docs/collapse.md):
-# Composer's decoupled optimizers apply weight_decay itself, torch AdamW lr * weight_decay.
-_DECOUPLED = frozenset({'DecoupledAdamW', 'DecoupledSGDW', 'DecoupledLionW'})
+_STATE_VERSION = 2
 
 
-def _bad(key: str, value: Any, fix: str) -> ValueError:
-    return ValueError(f'{WHERE}.{key}={value!r} {fix}')
+def _bad(key: str, value: Any, fix: str) -> ConfigError:
+    return ConfigError(f'{WHERE}.{key}={value!r} {fix}')
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -100,7 +107,7 @@ class CollapseMonitor(Callback):
             more than this. Default 0.05.
 
     Raises:
-        ValueError: At construction, for a missing or unreadable reference or a bad value, naming
+        ConfigError: At construction, for a missing or unreadable reference or a bad value, naming
             ``callbacks.collapse_monitor.<key>``, the value and the fix.
     """
 
@@ -129,12 +136,16 @@ class CollapseMonitor(Callback):
                         'of the smoothed loss, so z is mis-scaled.', WHERE, self.smoothing, self.ref.smoothing)
         self.total_steps: Optional[int] = None
         self._peak = 1.0  # the largest LR multiplier of the run's schedule, read at fit_start
+        self._lifecycle = RunLifecycle()
         self._start_history()
 
     def _start_history(self) -> None:
         self._window: deque[tuple[int, float]] = deque(maxlen=self.smoothing)
-        self._steps: list[float] = []  # smoothed history: mean step and mean loss per evaluation
-        self._losses: list[float] = []
+        self._evaluations = 0
+        self._recent: deque[float] = deque(maxlen=self.consecutive)  # t/T of the newest evaluations
+        self._controls: Optional[Controls] = None  # the run's, read at its first evaluation
+        self._online: Optional[OnlineCollapse] = None  # residual and prediction, updated per evaluation
+        self._online_state: Optional[dict[str, Any]] = None  # a checkpoint's, until T is known again
         self._streak = 0
         self._alerts: list[int] = []  # step at which each alerted streak began
         self._warned: set[str] = set()
@@ -154,11 +165,12 @@ class CollapseMonitor(Callback):
         del logger
         self.total_steps = self._total_steps(state)
         compiled = compiled_schedule_of(state)
-        self._peak = peak_multiplier(compiled.scheduler if compiled is not None else None)
+        self._peak = schedule_peak(compiled.scheduler if compiled is not None else None)
         self._check_evaluations_fit(self.total_steps)
-        if state.timestamp.batch.value == 0 and (self._steps or self._window):
-            self._start_history()  # fit(reset_time=True): a new run, whose curve starts over
-        if state.timestamp.batch.value > 0 and not self._window:
+        start = self._lifecycle.fit_start(state)
+        if start.from_zero:
+            self._start_history()  # a new run (or fit(reset_time=True)), whose curve starts over
+        elif not self._window:
             self._warn_once('history', 'starting at batch %d with no history (the checkpoint has no %s state): '
                             'the early-align window may be incomplete.', state.timestamp.batch.value, WHERE)
 
@@ -168,7 +180,7 @@ class CollapseMonitor(Callback):
         # An evaluation at batch b averages the losses of steps b - smoothing .. b - 1.
         centers = [b - 1 - (self.smoothing - 1) / 2 for b in batches if b >= self.smoothing]
         if sum(c / total >= self.ref.fit_start for c in centers) < 2:
-            raise ValueError(
+            raise ConfigError(
                 f'{WHERE}: with interval={self.interval} and smoothing={self.smoothing}, this run of {total} batches '
                 f'has fewer than 2 evaluations past the reference\'s fit_start={self.ref.fit_start:g} of the run, so '
                 f'nothing would be logged. Lower {WHERE}.interval (and smoothing) or lengthen the run.')
@@ -177,12 +189,12 @@ class CollapseMonitor(Callback):
     def _total_steps(state: State) -> int:
         duration = state.max_duration
         if duration is None:
-            raise ValueError(f'{WHERE} needs max_duration to know the run length T.')
+            raise ConfigError(f'{WHERE} needs max_duration to know the run length T.')
         if duration.unit == TimeUnit.BATCH:
             return int(duration.value)
         if duration.unit == TimeUnit.EPOCH and state.dataloader_len is not None:
             return int(duration.value) * int(state.dataloader_len)
-        raise ValueError(
+        raise ConfigError(
             f"{WHERE} needs max_duration in batches ('ba'), or epochs with a sized dataloader, to know the run "
             f"length T; got max_duration={duration}. Set max_duration in 'ba' (tokens / (global_train_batch_size "
             "* max_seq_len) for 'tok').",
@@ -207,30 +219,32 @@ class CollapseMonitor(Callback):
             return
         steps, losses = zip(*self._window)
         mean_step, mean_loss = (float(v[-1]) for v in smooth_curve(steps, losses, self.smoothing))
-        self._steps.append(mean_step)
-        self._losses.append(mean_loss)
         total = self.total_steps
         assert total is not None
-        if len(self._steps) == 1:
-            self._check_controls(state, total)
+        self._evaluations += 1
+        if self._online is None:
+            if self._controls is None:
+                self._check_controls(state, total)
+            self._online = OnlineCollapse(self.ref.for_controls(self._controls), total)
+            if self._online_state is not None:  # resumed: T is known again from fit_start
+                self._online.load_state_dict(self._online_state)
+                self._online_state = None
         self._check_schedule(state, batch / total)
-        t = np.asarray(self._steps) / total
-        if np.count_nonzero(t >= self.ref.fit_start) < 2:
+        self._recent.append(mean_step / total)
+        ev = self._online.add(mean_step, mean_loss)
+        if ev is None:
             return  # the reference is undefined before fit_start (warmup)
-        res = collapse_residual(self._steps, self._losses, total, self.ref)
-        pred = predict_final_loss(self._steps, self._losses, total, self.ref)
-        z = float(res.z[-1])
-        self._streak = self._streak + 1 if abs(z) > self.threshold else 0
+        self._streak = self._streak + 1 if abs(ev.z) > self.threshold else 0
         logger.log_metrics({
-            'collapse/residual': float(res.residual[-1]),
-            'collapse/residual_z': z,
-            'collapse/predicted_final_loss': pred.final_loss,
-            'collapse/predicted_final_loss_lower': pred.lower,
-            'collapse/predicted_final_loss_upper': pred.upper,
+            'collapse/residual': ev.residual,
+            'collapse/residual_z': ev.z,
+            'collapse/predicted_final_loss': ev.final_loss,
+            'collapse/predicted_final_loss_lower': ev.lower,
+            'collapse/predicted_final_loss_upper': ev.upper,
             'collapse/out_of_band_streak': self._streak,
         })
         if self._streak == self.consecutive:
-            self._alert(state, float(res.fractions[-self.consecutive]), z)
+            self._alert(state, self._recent[0], ev.z)
 
     def _alert(self, state: State, onset_fraction: float, z: float) -> None:
         total = self.total_steps
@@ -252,30 +266,27 @@ class CollapseMonitor(Callback):
             return None
         optimizer = state.optimizers[0]
         group = optimizer.param_groups[0]
-        name = type(optimizer).__name__
-        # The decoupled decay at the peak is (lr_peak / initial_lr) * weight_decay.
-        if name in _DECOUPLED:
-            per_step = self._peak * group['weight_decay']
-        elif name == 'AdamW':
-            per_step = self._peak * group['weight_decay'] * group.get('initial_lr', group['lr'])
-        else:
+        per_step = per_step_decay(type(optimizer).__name__, group['weight_decay'], group.get('initial_lr', group['lr']),
+                                  self._peak)
+        if per_step is None:
             return None
         return 1.0 / (per_step * total) if per_step > 0 else math.inf
 
     @staticmethod
-    def _tpp(state: State, total: int) -> Optional[float]:
-        """``D / N`` with tokens per batch so far; None under FSDP, whose ``numel()`` counts one rank's shard."""
+    def _tpp_and_params(state: State, total: int) -> tuple[Optional[float], Optional[int]]:
+        """``D / N`` with tokens per batch so far, and ``N``; None under FSDP, whose ``numel()`` counts one shard."""
         batches, tokens = state.timestamp.batch.value, state.timestamp.token.value
-        if tokens <= 0 or batches <= 0 or state.fsdp_enabled:
-            return None
-        return tokens / batches * total / sum(p.numel() for p in state.model.parameters())
+        if state.fsdp_enabled:
+            return None, None
+        params = sum(p.numel() for p in state.model.parameters())
+        return (tokens / batches * total / params if tokens > 0 and batches > 0 else None), params
 
     def _check_controls(self, state: State, total: int) -> None:
-        """Warns once if the run's tau or TPP differ from the reference's ([SwC] Sec. 3)."""
-        tau, tpp = self._tau(state, total), self._tpp(state, total)
-        # An unknown control is compared with the reference's own value, i.e. not checked.
-        problems = self.ref.controls_mismatch(self.ref.tau_fraction if tau is None else tau,
-                                              self.ref.tpp if tpp is None else tpp)
+        """Reads the run's controls (for a size-aware reference) and warns once if ``tau`` or TPP differ from the
+        reference's ([SwC] Sec. 3)."""
+        tau, (tpp, params) = self._tau(state, total), self._tpp_and_params(state, total)
+        self._controls = Controls(tau=tau if tau is not None and math.isfinite(tau) else None, tpp=tpp, params=params)
+        problems = self.ref.controls_mismatch(tau, tpp)
         if problems:
             self._warn_once('controls', 'this run\'s controls differ from the reference\'s (%s): curves only '
                             'collapse when LR schedule, TPP and tau match, so residuals will drift.',
@@ -295,18 +306,16 @@ class CollapseMonitor(Callback):
                             self.schedule_tolerance)
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        if dist.get_global_rank() == 0:
-            log.warning(f'{WHERE}: {message}', *args)
+        warn_once(log, self._warned, key, f'{WHERE}: {message}', *args)
 
     def state_dict(self) -> dict[str, Any]:
         return pack_state({
             'version': _STATE_VERSION,
             'window': list(self._window),
-            'steps': list(self._steps),
-            'losses': list(self._losses),
+            'evaluations': self._evaluations,
+            'recent': list(self._recent),
+            'controls': self._controls.known() if self._controls is not None else None,
+            'online': self._online.state_dict() if self._online is not None else None,
             'streak': self._streak,
             'alerts': list(self._alerts),
             'warned': sorted(self._warned),
@@ -317,11 +326,18 @@ class CollapseMonitor(Callback):
         if state.get('version') != _STATE_VERSION:
             raise ValueError(f'{WHERE}: checkpoint state version {state.get("version")!r} is not {_STATE_VERSION}.')
         self._window = deque((tuple(item) for item in state['window']), maxlen=self.smoothing)
-        self._steps = list(state['steps'])
-        self._losses = list(state['losses'])
+        self._evaluations = int(state['evaluations'])
+        self._recent = deque(state['recent'], maxlen=self.consecutive)
+        self._controls = Controls(**state['controls']) if state['controls'] is not None else None
+        self._online, self._online_state = None, state['online']
         self._streak = int(state['streak'])
         self._alerts = list(state['alerts'])
         self._warned = set(state['warned'])
+        self._lifecycle.restored()
+
+    def after_load(self, state: State, logger: Logger) -> None:
+        del logger
+        self._lifecycle.after_load(state)
 
     @property
     def alerts(self) -> list[int]:

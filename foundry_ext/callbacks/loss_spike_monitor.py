@@ -19,7 +19,11 @@ Each stream gets one :class:`~foundry_ext.spikes.detector.SpikeDetector`:
   computed (synchronised over ranks) and logged, at the step they are logged at.
 
 Every notification (an event opening, an event classified) goes to Python logging, the run's loggers
-(``loss_spike/<stream>/...`` metrics) and one JSON line of ``events_path``, all on global rank 0 only. The
+(``loss_spike/<stream>/...`` metrics) and one JSON line of ``events_path``, all on global rank 0 only. Batch
+outliers (one or two batches above the threshold) are not spikes: they are logged at ``INFO``, counted
+(``loss_spike/<stream>/batch_outlier`` and ``.../outliers_per_1k``), never stop training, and their line in the
+events file names the samples of the batches (position in the epoch and fingerprints of the token ids, kept
+for the last few batches where the batch was, and gathered only when an outlier is confirmed). The
 detectors run on every rank with identical inputs; a ``stop`` is agreed on by an all-reduce of every rank's
 decision, so all ranks stop after the same batch, through ``state.stop_training()``. The stop message names the
 newest checkpoint saved before the event's onset. The detector states and the list of notifications are
@@ -28,7 +32,6 @@ in the callback's ``state_dict``, so a resumed run continues detection exactly w
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from fnmatch import fnmatchcase
@@ -41,23 +44,31 @@ from composer.loggers import Logger
 from composer.utils import dist, format_name_with_dist
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
-from foundry_ext.core.metrics_io import LOSS_KEY
-from foundry_ext.core.save_folder import local_save_folder
-from foundry_ext.spikes.config import check_detector_kwargs, event_record, is_eval_stream, stream_detector_kwargs
-from foundry_ext.spikes.detector import DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent, SpikeDetector
+from foundry_ext.core.composer_private import checkpoints_saved_before, exempt_from_rotation, local_save_folder
+from foundry_ext.core.errors import ConfigError
+from foundry_ext.core.jsonl import JSONLWriter
+from foundry_ext.core.lifecycle import FitPhase, RunLifecycle
+from foundry_ext.core.metric_names import (EVAL_CROSS_ENTROPY, EVAL_CROSS_ENTROPY_PATTERN, LOSS_KEY, LOSS_SPIKE_PREFIX,
+                                           is_eval_metric, is_train_loss)
+from foundry_ext.data.fingerprints import find_batch_tensor, row_fingerprints
+from foundry_ext.spikes.config import check_detector_kwargs, event_record, stream_detector_kwargs
+from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent,
+                                         SpikeDetector)
 
 log = logging.getLogger(__name__)
 
 __all__ = ['ACTIONS', 'DEFAULT_STREAMS', 'EVENTS_FILENAME', 'LossSpikeMonitor']
 
 WHERE = 'callbacks.loss_spike_monitor'
-DEFAULT_STREAMS = (LOSS_KEY, 'metrics/*/*CrossEntropy')
+DEFAULT_STREAMS = (LOSS_KEY, EVAL_CROSS_ENTROPY_PATTERN)
 EVENTS_FILENAME = 'loss_events.jsonl'
 # What to do per kind of notification: 'spike' is a spike opening (before it is classified); a divergence is
 # acted on when it opens (its kind is known then), the spike kinds when they are classified.
 ACTIONS = ('log', 'stop')
 _ACTION_KINDS = (SPIKE, *EVENT_KINDS)
-_STATE_VERSION = 1
+_STATE_VERSION = 3
+# Batches whose sample identities are kept until their outlier could be confirmed (it is, at most 3 later).
+_KEPT_BATCHES = 8
 
 
 class LossSpikeMonitor(Callback):
@@ -77,7 +88,7 @@ class LossSpikeMonitor(Callback):
             ``<save_folder>/loss_events.jsonl``; without either, events go only to the loggers (with a warning).
 
     Raises:
-        ValueError: At construction, for any bad key or value, naming ``callbacks.loss_spike_monitor.<key>``.
+        ConfigError: At construction, for any bad key or value, naming ``callbacks.loss_spike_monitor.<key>``.
     """
 
     def __init__(
@@ -92,25 +103,33 @@ class LossSpikeMonitor(Callback):
         self.detector_kwargs = check_detector_kwargs(detector, f'{WHERE}.detector')
         self.eval_detector_kwargs = check_detector_kwargs(eval_detector, f'{WHERE}.eval_detector')
         # Check the settings of a train and of an eval stream now, not at the first point of a stream.
-        for stream in (LOSS_KEY, 'metrics/eval/LanguageCrossEntropy'):
+        for stream in (LOSS_KEY, EVAL_CROSS_ENTROPY):
             self._kwargs_for(stream)
         self.actions = _check_actions(actions)
         if events_path is not None and (not isinstance(events_path, str) or not events_path):
-            raise ValueError(f'{WHERE}.events_path={events_path!r} must be a file path, or null for '
-                             f'<save_folder>/{EVENTS_FILENAME}.')
+            raise ConfigError(f'{WHERE}.events_path={events_path!r} must be a file path, or null for '
+                              f'<save_folder>/{EVENTS_FILENAME}.')
         self.events_path_template = events_path
         self.events_path: Optional[str] = None
         self.detectors: dict[str, SpikeDetector] = {}
-        # Every notification, as written to the events file.
+        # Every spike and divergence notification (the events file also holds the batch outliers).
         self.events: list[dict[str, Any]] = []
-        self._file = None
+        # Batch outliers per stream (their records go to the file and the loggers only: there can be thousands).
+        self.outliers: dict[str, int] = {}
+        # Records written to the events file (events and outliers), so a resume keeps exactly the checkpoint's.
+        self._written: Optional[int] = 0  # None: a checkpoint from before the count was kept
+        # Per recent step: the fingerprints of this rank's samples (where the batch is), the epoch and the sample
+        # offset in the epoch before the batch.
+        self._batches: dict[int, tuple[Optional[torch.Tensor], int, int]] = {}
+        self._writer: Optional[JSONLWriter] = None  # rank 0 only
         self._warned_no_file = False
         self._loss_dict_at_batch_start: Optional[dict] = None
+        self._lifecycle = RunLifecycle()
 
     # Configuration.
 
     def _kwargs_for(self, stream: str) -> dict[str, Any]:
-        where = f'{WHERE}.detector' + (' and eval_detector' if is_eval_stream(stream) else '')
+        where = f'{WHERE}.detector' + (' and eval_detector' if is_eval_metric(stream) else '')
         return stream_detector_kwargs(stream, self.detector_kwargs, self.eval_detector_kwargs, where)
 
     def _tracks(self, key: str) -> bool:
@@ -128,12 +147,15 @@ class LossSpikeMonitor(Callback):
             'version': _STATE_VERSION,
             'detectors': {stream: d.state_dict() for stream, d in self.detectors.items()},
             'events': [dict(e) for e in self.events],
+            'outliers': dict(self.outliers),
+            'written': self._written,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = unpack_state(state)
-        if state.get('version') != _STATE_VERSION:
-            raise ValueError(f'{WHERE}: unsupported state version {state.get("version")!r} in the checkpoint.')
+        # Version 1 had no outlier counts, version 2 no count of written records.
+        if state.get('version') not in (1, 2, _STATE_VERSION):
+            raise ConfigError(f'{WHERE}: unsupported state version {state.get("version")!r} in the checkpoint.')
         self.detectors = {}
         for stream, detector_state in state['detectors'].items():
             if not self._tracks(stream):
@@ -142,14 +164,22 @@ class LossSpikeMonitor(Callback):
                 continue
             self._detector(stream).load_state_dict(detector_state)
         self.events = [dict(e) for e in state['events']]
+        self.outliers = dict(state.get('outliers', {}))
+        self._written = state.get('written')
+        self._lifecycle.restored()
 
     # Events.
 
+    def after_load(self, state: State, logger: Logger) -> None:
+        self._lifecycle.after_load(state)
+
     def fit_start(self, state: State, logger: Logger) -> None:
-        if int(state.timestamp.batch) == 0 and any((d.last_step or 0) > 0 for d in self.detectors.values()):
-            # fit(reset_time=True): a new run from these weights; the earlier run's steps and trend do not apply.
+        start = self._lifecycle.fit_start(state)
+        if start.from_zero and self.detectors:
+            # A new run from batch 0 (fit(reset_time=True), or a load that reset the timestamp): the earlier run's
+            # steps and trend do not apply.
             log.info('%s: training restarts at batch 0; the detectors start over.', WHERE)
-            self.detectors, self.events = {}, []
+            self.detectors, self.events, self.outliers, self._batches, self._written = {}, [], {}, {}, 0
         if self.events_path is None:
             self.events_path = self._resolve_events_path(state)
         if dist.get_global_rank() != 0:
@@ -159,11 +189,29 @@ class LossSpikeMonitor(Callback):
                 log.warning('%s: no events_path and no local save_folder, so loss events go to the loggers and the '
                             'log only. Set %s.events_path to keep them in a file.', WHERE, WHERE)
                 self._warned_no_file = True
-        elif self._file is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.events_path)), exist_ok=True)
-            # Appended: a resumed run adds its notifications after the earlier ones.
-            self._file = open(self.events_path, 'a', encoding='utf-8')
-            log.info('%s: writing loss events to %s', WHERE, self.events_path)
+        else:
+            if self._writer is None:
+                self._writer = JSONLWriter(self.events_path, 'loss events')
+            if start.phase is FitPhase.RESUMED:  # the file becomes what the checkpoint knew; replays add the rest
+                self._writer.replace(self._records_at_checkpoint())
+            else:  # a run from batch 0 replaces an earlier run's notifications, a continuing fit adds to them
+                self._writer.start_run(start.from_zero, start.phase is FitPhase.RESTARTED)
+
+    def _records_at_checkpoint(self) -> list[dict[str, Any]]:
+        """The events file as it was when the checkpoint was saved: its first records, which hold the outliers
+        (not checkpointed: there can be thousands) between the checkpointed events. Only the checkpointed events
+        when the file does not agree with the checkpoint (another folder, an older checkpoint, a lost file)."""
+        known = self._written
+        records = self._writer.records()[:known] if known else []
+        events = [r for r in records if r['kind'] != BATCH_OUTLIER]
+        if known is None or len(records) < known or events != self.events:
+            if known:
+                log.warning('%s: %s does not hold the %d records the checkpoint knew; it restarts from the '
+                            'checkpointed events, without the batch outliers before the checkpoint (the loggers '
+                            'have them).', WHERE, self.events_path, known)
+            records = list(self.events)
+        self._written = len(records)
+        return records
 
     def _resolve_events_path(self, state: State) -> Optional[str]:
         if self.events_path_template is not None:
@@ -176,6 +224,7 @@ class LossSpikeMonitor(Callback):
 
     def batch_end(self, state: State, logger: Logger) -> None:
         step = int(state.timestamp.batch) - 1  # the batch's index, i.e. the step its loss is logged at
+        self._keep_batch(state, step)
         losses = state.total_loss_dict
         if losses is self._loss_dict_at_batch_start:
             # The trainer replaces the dict after every batch it all-reduces; an unchanged one is stale.
@@ -202,7 +251,43 @@ class LossSpikeMonitor(Callback):
         if 'stop' in self.actions.values():
             self._stop_if_any_rank_says_so(state, step, stops)
 
+    def _keep_batch(self, state: State, step: int) -> None:
+        """Keeps the identity of the batch just trained until its outlier could be confirmed. The fingerprints are
+        computed where the batch is (Composer has restored the whole host-side batch at ``BATCH_END``) and stay
+        there: no device-to-host copy unless an outlier is confirmed."""
+        if not any(is_train_loss(stream) for stream in self.streams):
+            return
+        tensor = find_batch_tensor(state.batch)
+        ts = state.timestamp  # already advanced past the batch
+        self._batches[step] = (None if tensor is None else row_fingerprints(tensor), int(ts.epoch),
+                               int(ts.sample_in_epoch))
+        for old in [s for s in self._batches if s <= step - _KEPT_BATCHES]:
+            del self._batches[old]
+
+    def _batch_identities(self, state: State, event: LossEvent) -> list[dict[str, Any]]:
+        """The samples of an outlier's batches: the epoch, the batch's range of samples in the epoch's (global)
+        order, and every rank's fingerprints of them (None for a batch trained before a resume). All ranks confirm
+        the same outliers at the same step, so all take part in the gather."""
+        identities = []
+        for step in event.above_steps or ():
+            fingerprints, epoch, end = self._batches.get(step, (None, None, None))
+            rows = None if fingerprints is None else fingerprints.cpu().tolist()
+            if dist.get_world_size() > 1:
+                gathered = dist.all_gather_object(rows)
+                rows = None if any(r is None for r in gathered) else [fp for r in gathered for fp in r]
+            identities.append({'step': step, 'epoch': epoch,
+                               'sample_range': None if rows is None else [end - len(rows), end],
+                               'fingerprints': rows})
+        return identities
+
     def _notify(self, state: State, logger: Logger, stream: str, event: LossEvent) -> dict[str, Any]:
+        if event.kind == BATCH_OUTLIER:  # never an action: always logged
+            batches = self._batch_identities(state, event) if is_train_loss(stream) else None
+            record = event_record(stream, event, action='log', batches=batches)
+            self.outliers[stream] = self.outliers.get(stream, 0) + 1
+            if dist.get_global_rank() == 0:
+                self._report_outlier(logger, stream, event, record)
+            return record
         if event.status == STATUS_OPEN:
             action = self.actions[event.kind]  # 'spike' or 'divergence'
         else:
@@ -227,7 +312,7 @@ class LossSpikeMonitor(Callback):
         log.warning('%s: %s on %s: onset step %d, peak %.4g at step %d vs baseline %.4g (height %+.1f%%).',
                     WHERE, what, stream, event.onset_step, event.peak_loss, event.peak_step, event.baseline_loss,
                     100 * event.height)
-        prefix = f'loss_spike/{stream}'
+        prefix = f'{LOSS_SPIKE_PREFIX}/{stream}'
         notifications = [e for e in self.events if e['stream'] == stream]
         opened = sum(e['status'] == STATUS_OPEN for e in notifications)
         metrics: dict[str, Any] = {
@@ -242,9 +327,24 @@ class LossSpikeMonitor(Callback):
             if event.steps_to_recover is not None:
                 metrics[f'{prefix}/steps_to_recover'] = event.steps_to_recover
         logger.log_metrics(metrics)
-        if self._file is not None:
-            self._file.write(json.dumps(record) + '\n')
-            self._file.flush()
+        self._write(record)
+
+    def _report_outlier(self, logger: Logger, stream: str, event: LossEvent, record: dict[str, Any]) -> None:
+        count = self.outliers[stream]
+        points = max(self.detectors[stream].points, 1)
+        log.info('%s: batch outlier on %s at step(s) %s: loss %.4g vs trend %.4g (%+.1f%%), back at step %s; %d so '
+                 'far (%.2f per 1k steps).', WHERE, stream, event.above_steps, event.peak_loss, event.baseline_loss,
+                 100 * event.height, event.recovered_step, count, 1000.0 * count / points)
+        logger.log_metrics({f'{LOSS_SPIKE_PREFIX}/{stream}/{BATCH_OUTLIER}': count,
+                            f'{LOSS_SPIKE_PREFIX}/{stream}/outliers_per_1k': 1000.0 * count / points,
+                            f'{LOSS_SPIKE_PREFIX}/{stream}/outlier_height': event.height})
+        self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._writer is not None:
+            self._writer.write(record)
+            self._writer.flush()
+            self._written += 1
 
     def _stop_if_any_rank_says_so(self, state: State, step: int, stops: list[dict[str, Any]]) -> None:
         # Every rank calls this at every point when some action is 'stop', so the collective cannot deadlock.
@@ -276,7 +376,7 @@ class LossSpikeMonitor(Callback):
         if dist.get_global_rank() != 0:
             return
         for stream, detector in sorted(self.detectors.items()):
-            if not detector.state_dict()['fitted']:
+            if not detector.fitted:
                 log.warning('%s: %s has had fewer than warmup_steps=%d points, so nothing could be detected on it '
                             'yet (eval streams get one point per evaluation; see eval_detector).', WHERE, stream,
                             detector.config['warmup_steps'])
@@ -290,9 +390,9 @@ class LossSpikeMonitor(Callback):
                 log.warning('%s: stream %r was never logged by this run, so it was not monitored.', WHERE, pattern)
 
     def close(self, state: State, logger: Logger) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def _short(value: Any) -> str:
@@ -302,11 +402,11 @@ def _short(value: Any) -> str:
 
 def _check_streams(streams: Any) -> tuple[str, ...]:
     if isinstance(streams, str) or not isinstance(streams, Sequence) or not streams:
-        raise ValueError(f'{WHERE}.streams={streams!r} must be a non-empty list of metric keys or patterns, e.g. '
-                         f'{list(DEFAULT_STREAMS)}.')
+        raise ConfigError(f'{WHERE}.streams={streams!r} must be a non-empty list of metric keys or patterns, e.g. '
+                          f'{list(DEFAULT_STREAMS)}.')
     for index, stream in enumerate(streams):
-        if not isinstance(stream, str) or not (stream.startswith('loss/train/') or is_eval_stream(stream)):
-            raise ValueError(
+        if not isinstance(stream, str) or not (is_train_loss(stream) or is_eval_metric(stream)):
+            raise ConfigError(
                 f'{WHERE}.streams[{index}]={stream!r} is neither a training loss (loss/train/<name>, e.g. '
                 f'loss/train/total) nor an eval metric (metrics/<eval label>/<metric>, e.g. '
                 f'metrics/eval/LanguageCrossEntropy). Train metrics (metrics/train/...) are not monitored; use '
@@ -319,14 +419,17 @@ def _check_actions(actions: Any) -> dict[str, str]:
     if actions is None:
         return checked
     if not isinstance(actions, Mapping):
-        raise ValueError(f'{WHERE}.actions={actions!r} must map event kinds to log or stop, e.g. '
-                         f'{{not_recovering: stop}}.')
+        raise ConfigError(f'{WHERE}.actions={actions!r} must map event kinds to log or stop, e.g. '
+                          f'{{not_recovering: stop}}.')
     for kind, action in actions.items():
+        if kind == BATCH_OUTLIER:
+            raise ConfigError(f'{WHERE}.actions.{kind}={action!r}: batch outliers (one or two bad batches) are never '
+                              f'a reason to stop; they are always logged. Remove {kind} from actions.')
         if kind not in checked:
-            raise ValueError(f'{WHERE}.actions.{kind}={action!r}: unknown event kind. Kinds: '
-                             f'{", ".join(_ACTION_KINDS)}.')
+            raise ConfigError(f'{WHERE}.actions.{kind}={action!r}: unknown event kind. Kinds: '
+                              f'{", ".join(_ACTION_KINDS)}.')
         if action not in ACTIONS:
-            raise ValueError(f'{WHERE}.actions.{kind}={action!r} must be one of {", ".join(ACTIONS)}.')
+            raise ConfigError(f'{WHERE}.actions.{kind}={action!r} must be one of {", ".join(ACTIONS)}.')
         checked[kind] = action
     return checked
 
@@ -337,21 +440,12 @@ def _checkpoint_before(state: State, onset_step: int, keep: bool = False) -> str
     With ``keep``, it is taken out of ``save_num_checkpoints_to_keep``'s rotation: the checkpoint Composer saves
     when the run stops would otherwise delete the very one the user is told to roll back to.
     """
-    savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
-    if not savers:
+    if not any(isinstance(cb, CheckpointSaver) for cb in state.callbacks):
         return 'none (the run saves no checkpoints: set save_folder)'
-    # CheckpointSaver keeps every checkpoint it saved, with its timestamp, in its own checkpointed state.
-    saved = sorted(((int(ts.batch), name, saver) for saver in savers
-                    for name, ts in saver.all_saved_checkpoints_to_timestamp.items() if int(ts.batch) < onset_step),
-                   key=lambda entry: entry[:2])
+    saved = checkpoints_saved_before(state, onset_step)
     if not saved:
         return f'none (no checkpoint was saved before batch {onset_step})'
-    batch, name, saver = saved[-1]
-    kept = ''
-    if keep and name in saver.saved_checkpoints:  # only this session's checkpoints are rotated
-        saver.saved_checkpoints.remove(name)
-        kept = ', kept out of save_num_checkpoints_to_keep' if saver.num_checkpoints_to_keep >= 0 else ''
-    if name.endswith('.distcp'):  # a sharded checkpoint is its folder of shards: what load_path takes
-        name = os.path.dirname(name)
-    gone = '' if os.path.exists(name) else ', since deleted or not local'
-    return f'{name} (batch {batch}{gone}{kept})'
+    newest = saved[-1]
+    kept = ', kept out of save_num_checkpoints_to_keep' if keep and exempt_from_rotation(newest) else ''
+    gone = '' if os.path.exists(newest.path) else ', since deleted or not local'
+    return f'{newest.path} (batch {newest.batch}{gone}{kept})'

@@ -22,10 +22,8 @@ A violation warns or raises :class:`ResumeDataError`, naming the likely cause an
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -38,14 +36,17 @@ from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.errors import ConfigError, choice, fraction, whole
+from foundry_ext.core.lifecycle import RunLifecycle
+from foundry_ext.core.metric_names import RESUME_DATA_GUARD_PREFIX
+from foundry_ext.data.fingerprints import find_batch_tensor, row_fingerprints
 
 log = logging.getLogger(__name__)
 
-__all__ = ['ResumeDataError', 'ResumeDataGuard', 'row_fingerprints']
+__all__ = ['ResumeDataError', 'ResumeDataGuard']
 
 _KEY = 'callbacks.resume_data_guard'
 _STATE_VERSION = 1
-_PRIME = 2**31 - 1  # modulus of the two row hashes; each 31-bit half keeps every product inside int64
 # StreamingDataset attributes that define the global sample order (with the global batch size).
 _STREAMING_ORDER_KEYS = ('shuffle', 'shuffle_algo', 'shuffle_seed', 'shuffle_block_size', 'num_canonical_nodes',
                          'partition_algo', 'sampling_method', 'epoch_size')
@@ -58,43 +59,6 @@ _LIKELY_CAUSES = (
 
 class ResumeDataError(RuntimeError):
     """Raised when the data after a resume does not continue the checkpointed run's data stream."""
-
-
-@functools.lru_cache(maxsize=8)
-def _hash_weights(width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two fixed vectors of weights in [1, _PRIME), from splitmix64: the same in every process and version."""
-    x = (np.arange(2 * width, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    weights = torch.from_numpy((x % np.uint64(_PRIME - 1) + np.uint64(1)).astype(np.int64)).to(device)
-    return weights[:width], weights[width:]
-
-
-def row_fingerprints(tensor: torch.Tensor) -> torch.Tensor:
-    """62-bit fingerprints of the rows (first dimension) of ``tensor``, computed on its device.
-
-    Each row's bytes, read as 8/16/32-bit words, go through two polynomial hashes modulo ``2**31 - 1`` with
-    fixed weights. The result is deterministic across processes, devices and runs (unlike Python's salted
-    ``hash``), and only a vector of one int64 per row has to leave the device. Two different rows collide
-    with probability about ``2**-62``. Fingerprints identify bytes: the same token ids stored as int32 and as
-    int64 fingerprint differently.
-
-    Args:
-        tensor (torch.Tensor): A batch, e.g. ``input_ids`` of shape ``(batch, seq_len)``; a 0-d tensor is one row.
-
-    Returns:
-        torch.Tensor: int64 fingerprints in ``[0, 2**62)``, one per row, on ``tensor``'s device.
-    """
-    rows = tensor.reshape(tensor.shape[0] if tensor.dim() else 1, -1).contiguous()
-    word = {1: torch.int8, 2: torch.int16}.get(rows.element_size(), torch.int32)
-    words = rows.view(word).to(torch.int64)  # |word| < 2**31 and weight < 2**31: products fit in int64
-    w1, w2 = _hash_weights(words.shape[1], words.device)
-    h1 = (words * w1).remainder_(_PRIME).sum(dim=1).remainder_(_PRIME)
-    h2 = (words * w2).remainder_(_PRIME).sum(dim=1).remainder_(_PRIME)
-    return h1 * 2**31 + h2
 
 
 def _warn_on_rank_zero(message: str) -> None:
@@ -160,27 +124,18 @@ class ResumeDataGuard(Callback):
 
     def __init__(self, on_violation: str = 'error', check_batches: int = 8, history: int = 1024,
                  max_repeated_fraction: float = 0.5, batch_key: Union[str, int, None] = None) -> None:
-        if on_violation not in ('warn', 'error'):
-            raise ValueError(f'{_KEY}.on_violation={on_violation!r} is not one of warn, error.')
-        for key, value in (('check_batches', check_batches), ('history', history)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'{_KEY}.{key}={value!r} must be an integer >= 1 (a number of batches).')
-        if isinstance(max_repeated_fraction, bool) or not isinstance(max_repeated_fraction, (int, float)) or \
-                not 0 <= max_repeated_fraction < 1:
-            raise ValueError(f'{_KEY}.max_repeated_fraction={max_repeated_fraction!r} must be a number in [0, 1): '
-                             f'a replay repeats all (1.0) of the checked samples.')
+        self.on_violation = choice(on_violation, f'{_KEY}.on_violation', ('warn', 'error'))
+        self.check_batches = whole(check_batches, f'{_KEY}.check_batches', 1, 'a number of batches')
+        self.history = whole(history, f'{_KEY}.history', 1, 'a number of batches')
+        self.max_repeated_fraction = fraction(max_repeated_fraction, f'{_KEY}.max_repeated_fraction',
+                                              'a replay repeats all (1.0) of the checked samples', high_open=True)
         if batch_key is not None and (isinstance(batch_key, bool) or not isinstance(batch_key, (str, int))):
-            raise ValueError(f'{_KEY}.batch_key={batch_key!r} must be a mapping key (str), a sequence index (int) '
-                             f'or null (input_ids, else the first tensor of the batch).')
-        self.on_violation = on_violation
-        self.check_batches = check_batches
-        self.history = history
-        self.max_repeated_fraction = float(max_repeated_fraction)
+            raise ConfigError(f'{_KEY}.batch_key={batch_key!r} must be a mapping key (str), a sequence index (int) '
+                              f'or null (input_ids, else the first tensor of the batch).')
         self.batch_key = batch_key
         self._clear_record()
+        self._lifecycle = RunLifecycle()
         # Per fit.
-        self._loaded = False
-        self._loaded_batch = 0  # the timestamp right after the load: fit(reset_time=True) then sets it back to 0
         self._first_batch = False
         self._stream_position: Optional[tuple[int, int]] = None  # (epoch, sample) the StreamingDataset started at
         self._check: Optional[_Check] = None
@@ -208,31 +163,28 @@ class ResumeDataGuard(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = unpack_state(state)
         if state.get('version') != _STATE_VERSION:
-            raise ValueError(f'resume_data_guard state version {state.get("version")!r} is not {_STATE_VERSION}: the '
-                             f'checkpoint was written by another foundry-ext version. To resume without the guard\'s '
-                             f'record, set load_ignore_keys: [state/callbacks/ResumeDataGuard].')
+            raise ConfigError(f'resume_data_guard state version {state.get("version")!r} is not {_STATE_VERSION}: the '
+                              f'checkpoint was written by another foundry-ext version. To resume without the guard\'s '
+                              f'record, set load_ignore_keys: [state/callbacks/ResumeDataGuard].')
         self._position = tuple(state['position']) if state['position'] is not None else None
         self._batch_size = state['batch_size']
         self._head = [np.asarray(batch, dtype=np.int64) for batch in state['head']]
         self._recent = deque((np.asarray(batch, dtype=np.int64) for batch in state['recent']), maxlen=self.history)
         self._order = state['streaming_order']
-        self._loaded = True
+        self._lifecycle.restored()
 
     def after_load(self, state: State, logger: Logger) -> None:
         del logger
-        self._loaded_batch = int(state.timestamp.batch)
+        self._lifecycle.after_load(state)
 
     def fit_start(self, state: State, logger: Logger) -> None:
         del logger
         self._pending, self._capacity, self._first_batch, self._check = None, None, True, None
         ts = state.timestamp
-        if int(ts.batch) == 0 and not (self._loaded and self._loaded_batch == 0):
-            # fit(reset_time=True), after a load or an earlier fit, starts a new run: nothing to continue. (A load
-            # whose timestamp came back as 0, e.g. load_ignore_keys: [state/timestamp], is checked below.)
-            self._loaded = False
+        if not self._lifecycle.fit_start(state).continues:
+            # A new run, or fit(reset_time=True) after a load or an earlier fit: nothing to continue. (A load whose
+            # timestamp came back as 0, e.g. load_ignore_keys: [state/timestamp], resumes and is checked below.)
             self._clear_record()
-        resumed, self._loaded = self._loaded or int(ts.batch) > 0, False  # a resume, or a fit() continuing one
-        if not resumed:
             return
         findings = []
         now = (int(ts.epoch), int(ts.batch_in_epoch), int(ts.sample_in_epoch))
@@ -288,24 +240,13 @@ class ResumeDataGuard(Callback):
         self._position = (int(ts.epoch), int(ts.batch_in_epoch), int(ts.sample_in_epoch))
 
     def _batch_tensor(self, batch: Any) -> torch.Tensor:
-        if isinstance(batch, torch.Tensor):
-            return batch
-        if self.batch_key is not None:
-            try:
-                tensor = batch[self.batch_key]
-            except (KeyError, IndexError, TypeError):
-                tensor = None
-            if not isinstance(tensor, torch.Tensor):
-                raise ValueError(f'{_KEY}.batch_key={self.batch_key!r}: the batch ({type(batch).__name__}) has no '
-                                 f'tensor there. Set batch_key to a key or index of a tensor in the batch.')
+        tensor = find_batch_tensor(batch, self.batch_key)
+        if tensor is not None:
             return tensor
-        if isinstance(batch, Mapping) and isinstance(batch.get('input_ids'), torch.Tensor):
-            return batch['input_ids']
-        values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, Sequence) else ()
-        for value in values:
-            if isinstance(value, torch.Tensor):
-                return value
-        raise ValueError(f'{_KEY}.batch_key is unset and the batch ({type(batch).__name__}) has no input_ids and no '
+        if self.batch_key is not None:
+            raise ConfigError(f'{_KEY}.batch_key={self.batch_key!r}: the batch ({type(batch).__name__}) has no '
+                              f'tensor there. Set batch_key to a key or index of a tensor in the batch.')
+        raise ConfigError(f'{_KEY}.batch_key is unset and the batch ({type(batch).__name__}) has no input_ids and no '
                          f'tensor at the top level: set batch_key to the key or index of the tensor to fingerprint.')
 
     def _gather(self, fingerprints: torch.Tensor, state: State) -> torch.Tensor:
@@ -356,8 +297,8 @@ class ResumeDataGuard(Callback):
         check.trained_at.update(hits)
         for fp in rows.tolist():  # a loader stuck on one batch repeats within the check
             check.seen.setdefault(fp, -1)
-        logger.log_metrics({'resume_data_guard/repeated_samples': len(hits),
-                            'resume_data_guard/checked_samples': len(rows)})
+        logger.log_metrics({f'{RESUME_DATA_GUARD_PREFIX}/repeated_samples': len(hits),
+                            f'{RESUME_DATA_GUARD_PREFIX}/checked_samples': len(rows)})
         if not check.repeat_reported and check.repeated > self.max_repeated_fraction * check.checked:
             check.repeat_reported = True
             trained_at = sorted(check.trained_at - {-1})

@@ -7,20 +7,22 @@ from typing import Optional
 
 import typer
 
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.cli.errors import App
+from foundry_ext.core.metric_names import LOSS_KEY
 
 log = logging.getLogger(__name__)
 
 __all__ = ['app', 'main']
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help='foundry-ext: WSD schedules, resume guards and loss-curve analysis for LLM-Foundry.')
+app = App(add_completion=False, no_args_is_help=True,
+          help='foundry-ext: WSD schedules, resume guards and loss-curve analysis for LLM-Foundry.')
 # Sub-apps import only typer and metric names here; their commands import what they need.
 from foundry_ext.cli.collapse import app as collapse_app  # noqa: E402
-from foundry_ext.cli.errors import USER_ERRORS, error_message  # noqa: E402
+from foundry_ext.cli.loss_law import app as loss_law_app  # noqa: E402
 from foundry_ext.cli.options import RUN_HELP, TrackingUri  # noqa: E402
 
 app.add_typer(collapse_app, name='collapse')
+app.add_typer(loss_law_app, name='loss-law')
 
 
 @app.command(context_settings={'allow_extra_args': True, 'ignore_unknown_options': True})
@@ -58,22 +60,15 @@ def branch(
     yaml_path: str = typer.Argument(..., help="The main run's Foundry YAML (scheduler: wsd)."),
     overrides: Optional[list[str]] = typer.Argument(None, help='Foundry-style key=value overrides.'),
     source: str = typer.Option(..., '--from', help="The main run's save folder, or one checkpoint file."),
-    at: Optional[str] = typer.Option(None, '--at', help='Step(s) to branch from, comma-separated; default newest.'),
+    at: Optional[str] = typer.Option(None, '--at', help='Step(s) to branch from, comma-separated, e.g. 400 or 400ba; default newest.'),
     decay: str = typer.Option(..., '--decay', help="Decay length in the schedule's unit, e.g. 100ba."),
     save_folder: Optional[str] = typer.Option(None, '--save-folder', help='Branch folder (one branch only).'),
     dry_run: bool = typer.Option(False, '--dry-run', help='Only print the equivalent commands.'),
 ) -> None:
     """Branch a finished (decayed) model off a WSD main run, at one or several checkpoints."""
     from foundry_ext.commands.branch import plan_branch, run_branches
-    try:
-        steps = [int(s) for s in at.split(',') if s.strip()] if at is not None else [None]
-    except ValueError:
-        steps = []
-    if not steps:
-        raise typer.BadParameter(f'{at!r}: give whole step numbers, comma-separated, e.g. 200,400.', param_hint='--at')
-    if len(set(steps)) < len(steps):
-        raise typer.BadParameter(f'{at!r} names a step twice; two branches from one step would share a folder.',
-                                 param_hint='--at')
+    from foundry_ext.schedulers.time_spec import parse_steps
+    steps = [None] if at is None else parse_steps(at, '--at')
     if save_folder is not None and len(steps) > 1:
         raise typer.BadParameter('--save-folder names one folder; drop it to give each branch its own.')
     plans = [plan_branch(yaml_path, source, step, decay, save_folder, overrides or []) for step in steps]
@@ -113,12 +108,9 @@ def prepare_data(
 
 
 def main() -> None:
-    """The console script: bad input (a YAML value, a file, a metric) prints its message, not a traceback."""
-    try:
-        app()
-    except USER_ERRORS as err:
-        typer.secho(f'error: {error_message(err)}', fg='red', err=True)
-        raise SystemExit(2) from err
+    """The console script. Bad input (a YAML value, a file, a metric) prints one line and exits with code 2; a bug
+    keeps its traceback (see :mod:`foundry_ext.cli.errors`)."""
+    app()
 
 
 if __name__ == '__main__':

@@ -3,15 +3,15 @@
 Input: a RUN (:func:`foundry_ext.core.metrics_io.resolve_run`): a JSONL or CSV metrics file (e.g. the ``jsonl``
 logger's ``metrics.jsonl``), a run folder, or an MLflow run (``runs:/<run_id>`` or its name). The series of one
 metric key goes through the same :class:`~foundry_ext.spikes.detector.SpikeDetector`, with the same per-stream
-defaults, as the callback uses online; at the last step, events still open are closed as ``truncated``. Output:
-a text report, a JSON report and a PNG of the series with its trend, spike threshold and the events shaded by kind.
+defaults, as the callback uses online; at the last step, events still open are closed as ``truncated``. Batch
+outliers (one or two points above the threshold) are summarised apart from the spikes. Output: a text report, a
+JSON report and a PNG of the series with its trend, spike threshold, the events shaded by kind and the outliers
+marked.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +19,11 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.core.metrics_io import LOSS_KEY, Series, resolve_run
+from foundry_ext.core.jsonl import dumps
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metrics_io import Series, resolve_run
 from foundry_ext.spikes.config import DETECTOR_DEFAULTS, check_detector_kwargs, event_record, stream_detector_kwargs
-from foundry_ext.spikes.detector import EVENT_KINDS, LossEvent, SpikeDetector, run_detector
+from foundry_ext.spikes.detector import BATCH_OUTLIER, EVENT_KINDS, LossEvent, SpikeDetector, TrendCurve, run_detector
 from foundry_ext.spikes.plots import plot_loss_events
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 __all__ = ['LossAnalysis', 'analyze_loss', 'analyze_series', 'format_report', 'parse_settings']
 
 _WHERE = 'analyze-loss --detector'
+# Outliers listed by name in the text report (all are in the JSON report).
+_LISTED_OUTLIERS = 10
 
 
 @dataclass
@@ -39,8 +43,9 @@ class LossAnalysis:
         key (str): Metric key (the stream).
         loss (Series): Steps and losses.
         detector (dict[str, Any]): The detector's full settings.
-        events (list[LossEvent]): Classified events, in the order they were closed.
+        events (list[LossEvent]): Classified spikes and divergences, in the order they were closed.
         ends (list[int]): Last step of each event: its recovery step, or the step at which it was classified.
+        outliers (list[LossEvent]): Batch outliers, in order.
         trend (Series): The detector's trend at each step after its warmup.
         threshold (Series): The loss above which a spike opens, at each step after the warmup.
         notes (list[str]): Caveats, e.g. a series too short for the warmup.
@@ -55,6 +60,7 @@ class LossAnalysis:
     detector: dict[str, Any]
     events: list[LossEvent]
     ends: list[int]
+    outliers: list[LossEvent]
     trend: Series
     threshold: Series
     notes: list[str] = field(default_factory=list)
@@ -62,6 +68,13 @@ class LossAnalysis:
     source: Optional[str] = None
     png: Optional[Path] = None
     report: Optional[Path] = None
+
+    @property
+    def outliers_per_1k(self) -> float:
+        """Batch outliers per 1000 steps of the series."""
+        steps = self.loss[0]
+        span = int(steps[-1]) - int(steps[0]) + 1 if len(steps) else 0
+        return 1000.0 * len(self.outliers) / span if span else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report."""
@@ -76,6 +89,11 @@ class LossAnalysis:
             'detector': self.detector,
             'counts': {kind: sum(e.kind == kind for e in self.events) for kind in EVENT_KINDS},
             'events': [event_record(self.key, e, end_step=end) for e, end in zip(self.events, self.ends)],
+            'outlier_count': len(self.outliers),
+            'outliers_per_1k_steps': self.outliers_per_1k,
+            'outliers': [{'step': e.onset_step, 'height': e.height, 'peak_loss': e.peak_loss,
+                          'baseline_loss': e.baseline_loss, 'steps': e.above_steps, 'status': e.status}
+                         for e in self.outliers],
             'notes': self.notes,
             'png': None if self.png is None else str(self.png),
         }
@@ -114,16 +132,9 @@ def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOS
     spike_detector = SpikeDetector(**kwargs)
     steps = np.asarray(steps, dtype=np.int64)
     losses = np.asarray(losses, dtype=np.float64)
-    trend_at = []
-
-    def record_trend(step: int) -> None:
-        threshold = spike_detector.spike_threshold(step)
-        if math.isfinite(threshold):  # the warmup is over
-            trend_at.append((step, spike_detector.trend_loss(step), threshold))
-
-    closed = run_detector(spike_detector, steps, losses, before_update=record_trend)
-    events = [event for _, event in closed]
-    ends = [step if event.recovered_step is None else event.recovered_step for step, event in closed]
+    curve = TrendCurve()
+    closed = run_detector(spike_detector, steps, losses, curve)
+    events = [(step, e) for step, e in closed if e.kind != BATCH_OUTLIER]
     notes = []
     finite = int(np.isfinite(losses).sum())
     warmup = spike_detector.config['warmup_steps']
@@ -132,10 +143,12 @@ def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOS
                      f'never left its warmup, so only non-finite losses could be reported.')
     if finite < len(losses):
         notes.append(f'{len(losses) - finite} non-finite losses (NaN/inf), reported as spikes of infinite height.')
-    table = np.array(trend_at, dtype=np.float64).reshape(-1, 3)
-    return LossAnalysis(key=key, loss=(steps, losses), detector=dict(spike_detector.config), events=events, ends=ends,
-                        trend=(table[:, 0].astype(np.int64), table[:, 1]),
-                        threshold=(table[:, 0].astype(np.int64), table[:, 2]), notes=notes)
+    trend_steps, trend, threshold = curve.arrays()
+    return LossAnalysis(key=key, loss=(steps, losses), detector=dict(spike_detector.config),
+                        events=[e for _, e in events],
+                        ends=[step if e.recovered_step is None else e.recovered_step for step, e in events],
+                        outliers=[e for _, e in closed if e.kind == BATCH_OUTLIER], trend=(trend_steps, trend),
+                        threshold=(trend_steps, threshold), notes=notes)
 
 
 def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Union[str, Path]] = None,
@@ -153,7 +166,7 @@ def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Unio
         tracking_uri (str, optional): MLflow tracking store of an MLflow run; default ``MLFLOW_TRACKING_URI``.
     """
     source = resolve_run(path, tracking_uri)
-    steps, losses = source.read([key])[key]
+    steps, losses = source.read_one(key)
     analysis = analyze_series(steps, losses, key, detector)
     analysis.path, analysis.source = source.path, source.label
     safe_key = re.sub(r'[^A-Za-z0-9]+', '_', key).strip('_')
@@ -163,9 +176,9 @@ def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Unio
     analysis.report = Path(report) if report is not None else analysis.png.with_suffix('.json')
     title = f'{source.path.parent.name}/{source.path.name}' if source.path is not None else source.label
     plot_loss_events(analysis.loss, analysis.events, analysis.ends, analysis.png, trend=analysis.trend,
-                     threshold=analysis.threshold, title=f'{title}: {key}', ylabel=key)
+                     threshold=analysis.threshold, title=f'{title}: {key}', ylabel=key, outliers=analysis.outliers)
     analysis.report.parent.mkdir(parents=True, exist_ok=True)
-    analysis.report.write_text(json.dumps(analysis.to_dict(), indent=1) + '\n')
+    analysis.report.write_text(dumps(analysis.to_dict(), indent=1) + '\n')
     return analysis
 
 
@@ -183,6 +196,11 @@ def format_report(analysis: LossAnalysis) -> str:
             lines.append(f'  {e.kind:<16} {e.status:<9} {e.onset_step:>7} {e.peak_step:>7} {e.peak_loss:>10.4g} '
                          f'{e.baseline_loss:>9.4g} {e.height:>+8.1%} {_or_dash(e.recovered_step):>9} '
                          f'{_or_dash(e.steps_to_recover):>6} {e.level_shift:>+7.1%}')
+    if analysis.outliers:
+        largest = sorted(analysis.outliers, key=lambda e: -e.height)[:_LISTED_OUTLIERS]
+        lines.append(f'{len(analysis.outliers)} batch outliers ({analysis.outliers_per_1k:.2f} per 1k steps; not '
+                     f'spikes: one or two points above the threshold, back under it right after); the largest:')
+        lines.append('  ' + ', '.join(f'step {e.onset_step} {e.height:+.0%}' for e in largest))
     lines.extend(f'note: {note}' for note in analysis.notes)
     if analysis.report is not None:
         lines.append(f'report: {analysis.report}')

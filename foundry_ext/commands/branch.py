@@ -27,11 +27,13 @@ from composer.core import Time, Timestamp, TimeUnit
 from composer.utils import parse_uri
 
 from foundry_ext.core.config import load_train_config
+from foundry_ext.core.errors import ConfigError, fail
 from foundry_ext.schedulers.time_spec import parse_time, timestamp_count
+from foundry_ext.schedulers.wsd import WSDScheduler
 
 log = logging.getLogger(__name__)
 
-__all__ = ['BranchPlan', 'find_checkpoints', 'plan_branch', 'run_branches']
+__all__ = ['BranchPlan', 'check_branch_start', 'find_checkpoints', 'plan_branch', 'run_branches', 'wsd_main_schedule']
 
 # Monolithic checkpoints are files `...-ba<step>-rank0.pt`; sharded ones (FSDP `state_dict_type: sharded`) are
 # folders `...-ba<step>` holding `.metadata` and `__<rank>_0.distcp` files.
@@ -73,14 +75,14 @@ def find_checkpoints(source: str) -> dict[int, str]:
     if path.is_file() or _is_sharded(path):
         step = _step_of(path)
         if step is None:
-            raise ValueError(f'--from {source}: cannot read the step from the name; expected ...-ba<step>[-rank0.pt].')
+            raise ConfigError(f'--from {source}: cannot read the step from the name; expected ...-ba<step>[-rank0.pt].')
         return {step: str(path)}
     if not path.is_dir():
-        raise ValueError(f'--from {source}: no such checkpoint file or folder.')
+        raise ConfigError(f'--from {source}: no such checkpoint file or folder.')
     found = {step: str(p) for p in sorted(path.iterdir()) if (step := _step_of(p)) is not None}
     if not found:
-        raise ValueError(f'--from {source}: the folder holds no Composer checkpoints (*-ba<step>-rank0.pt or sharded '
-                         f'*-ba<step>/ folders).')
+        raise ConfigError(f'--from {source}: the folder holds no Composer checkpoints (*-ba<step>-rank0.pt or sharded '
+                          f'*-ba<step>/ folders).')
     return found
 
 
@@ -88,7 +90,7 @@ def _checkpoint_time(checkpoint: str, step: int, unit: TimeUnit) -> int:
     if unit == TimeUnit.BATCH:
         return step
     if _is_sharded(Path(checkpoint)):
-        raise ValueError(
+        raise ConfigError(
             f"Branching a schedule in '{unit.value}' from the sharded checkpoint {checkpoint} is not supported: its "
             f'{unit.value} count cannot be read without loading it on every rank. Branch from a monolithic checkpoint '
             f"or write the schedule in 'ba'.",
@@ -116,6 +118,28 @@ def _beside(main_folder: str, run_name: Optional[str], name: str) -> str:
     return f'{backend}://{bucket}/{posixpath.join(posixpath.dirname(posixpath.normpath(path)), name)}'
 
 
+def wsd_main_schedule(cfg: dict) -> WSDScheduler:
+    """The main run's ``wsd`` scheduler, built through Foundry's registry; any other scheduler is refused."""
+    if cfg['scheduler'].get('name') != 'wsd':
+        fail(f"scheduler.name={cfg['scheduler'].get('name')!r}: branching decays needs a wsd main run (its decay "
+             f'start is what a branch moves). For wsd_s, the run itself decays into every budget.')
+    from llmfoundry.utils.builders import build_scheduler
+    return build_scheduler('wsd', {k: v for k, v in cfg['scheduler'].items() if k != 'name'})
+
+
+def check_branch_start(cfg: dict, main_schedule: WSDScheduler, start: Time, step: int) -> None:
+    """Refuses a branch point in the main run's warmup or after its own decay began."""
+    warmup = main_schedule.t_warmup
+    if warmup.unit == start.unit and start.value < warmup.value:
+        fail(f'--at {step}: the main run was still warming up there (scheduler.t_warmup={warmup}), so a branch would '
+             f'decay from below the peak LR. Branch from a checkpoint of the stable phase.')
+    main_decay_start = main_schedule.configured_decay_start(cfg.get('max_duration') or None)
+    if main_decay_start is not None and start.value > main_decay_start.value:
+        fail(f'--at {step}: the main run was already decaying there (its decay starts at {main_decay_start}), so a '
+             f'branch would restart the decay from the peak LR. Branch from a checkpoint of the stable phase, or run '
+             f'the main run with scheduler.t_decay_start past max_duration.')
+
+
 def plan_branch(
     yaml_path: str,
     source: str,
@@ -135,46 +159,27 @@ def plan_branch(
         overrides (Sequence[str]): Further Foundry overrides, applied to the main YAML first.
     """
     cfg = load_train_config(yaml_path, overrides)
-    if cfg['scheduler'].get('name') != 'wsd':
-        raise ValueError(
-            f"scheduler.name={cfg['scheduler'].get('name')!r}: branching decays needs a wsd main run (its decay "
-            f'start is what a branch moves). For wsd_s, the run itself decays into every budget.',
-        )
+    main_schedule = wsd_main_schedule(cfg)
     checkpoints = find_checkpoints(source)
     step = max(checkpoints) if at is None else at
     if step not in checkpoints:
-        raise ValueError(f'--at {at}: no checkpoint at that step in {source}; steps with one: {sorted(checkpoints)}.')
+        raise ConfigError(f'--at {at}: no checkpoint at that step in {source}; steps with one: {sorted(checkpoints)}.')
     checkpoint = checkpoints[step]
     decay_time = parse_time(decay, '--decay', allow_zero=False)
-    from llmfoundry.utils.builders import build_scheduler
-    sched_cfg = {k: v for k, v in cfg['scheduler'].items() if k != 'name'}
-    main_schedule = build_scheduler('wsd', sched_cfg)
     unit = main_schedule.unit
     if decay_time.unit != unit:
-        raise ValueError(f"--decay {decay}: give it in the schedule's unit, '{unit.value}'.")
+        raise ConfigError(f"--decay {decay}: give it in the schedule's unit, '{unit.value}'.")
     start = Time(_checkpoint_time(checkpoint, step, unit), unit)
-    warmup = main_schedule.t_warmup
-    if warmup.unit == unit and start.value < warmup.value:
-        raise ValueError(
-            f'--at {step}: the main run was still warming up there (scheduler.t_warmup={warmup}), so a branch would '
-            f'decay from below the peak LR. Branch from a checkpoint of the stable phase.',
-        )
-    main_decay_start = main_schedule.configured_decay_start(cfg.get('max_duration') or None)
-    if main_decay_start is not None and start.value > main_decay_start.value:
-        raise ValueError(
-            f'--at {step}: the main run was already decaying there (its decay starts at {main_decay_start}), so a '
-            f'branch would restart the decay from the peak LR. Branch from a checkpoint of the stable phase, or run '
-            f'the main run with scheduler.t_decay_start past max_duration.',
-        )
+    check_branch_start(cfg, main_schedule, start, step)
     tag = f'at{start}-decay{decay_time}'
     main_folder = cfg.get('save_folder')
     if save_folder is None:
         if not main_folder:
-            raise ValueError('--save-folder is required: the main YAML sets no save_folder to put branches beside.')
+            raise ConfigError('--save-folder is required: the main YAML sets no save_folder to put branches beside.')
         save_folder = _beside(main_folder, cfg.get('run_name'), os.path.join('branches', tag))
     for protected in filter(None, [main_folder, os.path.dirname(checkpoint)]):
         if _same_or_inside(save_folder, protected):
-            raise ValueError(
+            raise ConfigError(
                 f'--save-folder {save_folder} is inside the main run\'s checkpoint folder {protected}; a branch must '
                 f'never write there (it would move the main run\'s `latest`). Pick a folder of its own.',
             )

@@ -10,7 +10,7 @@ from llmfoundry.utils.builders import build_scheduler
 
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.plots import Curve, plot_lr_curves
-from foundry_ext.schedulers.preview import schedule_multipliers
+from foundry_ext.schedulers.preview import batch_size, config_multipliers, schedule_multipliers
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,13 @@ def plot_schedule(
     """
     cfg = load_train_config(yaml_path, overrides)
     sched_cfg = dict(cfg['scheduler'])
-    name = sched_cfg.pop('name')
+    name = sched_cfg.get('name')
     lr = float(cfg['optimizer']['lr'])
-    samples = int(cfg['global_train_batch_size'])
-    tokens = samples * int(cfg['max_seq_len'])
+    samples, tokens = batch_size(cfg)
     curves = []
     for i, duration in enumerate(max_durations):
         color = f'C{i}'
-        steps, alpha = schedule_multipliers(build_scheduler(name, dict(sched_cfg)), duration, samples, tokens)
+        steps, alpha = config_multipliers(cfg, duration)
         curves.append(Curve(f'{name}, max_duration={duration}', (steps, lr * alpha), color=color))
         if compare_cosine:
             cosine = build_scheduler('cosine_with_warmup', {

@@ -5,8 +5,9 @@ names the key (or option, or file), the bad value and the fix. The ``foundry-ext
 ``scripts/train.py`` show a ``ConfigError`` as one line; any other exception is a bug in foundry-ext (or in what
 it calls) and keeps its traceback.
 
-``ConfigError`` is a ``ValueError``, so code that caught the ``ValueError`` of bad input still does, and a
-subclass of LLM-Foundry's ``UserError``, so Foundry's error attribution counts it as the user's.
+``ConfigError`` is a ``ValueError``, so code that caught the ``ValueError`` of bad input still does. It is not a
+subclass of LLM-Foundry's ``UserError``: importing Foundry takes seconds and pulls in torch, which the pure numpy
+analyses and the command line must not pay for; the command line treats both as bad input.
 """
 
 from __future__ import annotations
@@ -16,26 +17,17 @@ import math
 from collections.abc import Sequence
 from typing import Any, NoReturn, Optional
 
-from llmfoundry.utils.exceptions import UserError
-
 log = logging.getLogger(__name__)
 
 __all__ = ['ConfigError', 'choice', 'fail', 'flag', 'fraction', 'number', 'positive', 'whole']
 
 
-class ConfigError(UserError, ValueError):
+class ConfigError(ValueError):
     """Bad user input: a YAML value, a command-line option or an input file, with the key, the value and the fix.
 
     Args:
         message (str): The whole message, e.g. ``'scheduler.t_decay=0ba must be > 0; set a decay length.'``.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
-    def __reduce__(self) -> tuple:
-        # Foundry's base class pickles its keyword attributes only; the message must travel between processes.
-        return (type(self), (self.error,))
 
 
 def fail(message: str) -> NoReturn:
@@ -47,21 +39,22 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-def _fix(fix: str) -> str:
-    return f' {fix}' if fix else ''
+def _refuse(key: str, value: Any, requirement: str, fix: str) -> NoReturn:
+    """``<key>=<value> must be <requirement>[: <fix>].``"""
+    fail(f'{key}={value!r} must be {requirement}' + (f': {fix.rstrip(".")}.' if fix else '.'))
 
 
 def flag(value: Any, key: str, fix: str = '') -> bool:
     """``value`` if it is a bool, else a :class:`ConfigError` naming ``key``."""
     if not isinstance(value, bool):
-        fail(f'{key}={value!r} must be true or false.{_fix(fix)}')
+        _refuse(key, value, 'true or false', fix)
     return value
 
 
 def whole(value: Any, key: str, minimum: int = 0, fix: str = '') -> int:
     """``value`` if it is an integer (not a bool) ``>= minimum``, else a :class:`ConfigError` naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        fail(f'{key}={value!r} must be an integer >= {minimum}.{_fix(fix)}')
+        _refuse(key, value, f'an integer >= {minimum}', fix)
     return value
 
 
@@ -73,26 +66,29 @@ def number(value: Any, key: str, minimum: Optional[float] = None, maximum: Optio
     if not ok:
         bounds = ' and '.join(b for b in ((f'>= {minimum:g}' if minimum is not None else ''),
                                           (f'<= {maximum:g}' if maximum is not None else '')) if b)
-        fail(f'{key}={value!r} must be a finite number{" " + bounds if bounds else ""}.{_fix(fix)}')
+        _refuse(key, value, 'a finite number' + (f' {bounds}' if bounds else ''), fix)
     return float(value)
 
 
-def positive(value: Any, key: str, fix: str = '') -> float:
-    """``float(value)`` for a finite number ``> 0``, else a :class:`ConfigError` naming ``key``."""
-    if not (_is_number(value) and math.isfinite(value) and value > 0):
-        fail(f'{key}={value!r} must be a number > 0.{_fix(fix)}')
+def positive(value: Any, key: str, fix: str = '', above: float = 0.0) -> float:
+    """``float(value)`` for a finite number ``> above`` (default 0), else a :class:`ConfigError` naming ``key``."""
+    if not (_is_number(value) and math.isfinite(value) and value > above):
+        _refuse(key, value, f'a number > {above:g}', fix)
     return float(value)
 
 
-def fraction(value: Any, key: str, fix: str = '') -> float:
-    """``float(value)`` for a number in ``[0, 1]``, else a :class:`ConfigError` naming ``key``."""
-    if not (_is_number(value) and 0.0 <= value <= 1.0):
-        fail(f'{key}={value!r} must be a number in [0, 1].{_fix(fix)}')
+def fraction(value: Any, key: str, fix: str = '', low_open: bool = False, high_open: bool = False) -> float:
+    """``float(value)`` for a number in ``[0, 1]`` (``(0`` with ``low_open``, ``1)`` with ``high_open``), else a
+    :class:`ConfigError` naming ``key`` and the interval."""
+    ok = _is_number(value) and (0.0 < value if low_open else 0.0 <= value) and (
+        value < 1.0 if high_open else value <= 1.0)
+    if not ok:
+        _refuse(key, value, f'a number in {"(" if low_open else "["}0, 1{")" if high_open else "]"}', fix)
     return float(value)
 
 
 def choice(value: Any, key: str, choices: Sequence[Any], fix: str = '') -> Any:
     """``value`` if it is one of ``choices``, else a :class:`ConfigError` naming ``key`` and the choices."""
     if isinstance(value, bool) or value not in choices:
-        fail(f'{key}={value!r} must be one of {", ".join(str(c) for c in choices)}.{_fix(fix)}')
+        _refuse(key, value, f'one of {", ".join(str(c) for c in choices)}', fix)
     return value

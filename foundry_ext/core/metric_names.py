@@ -21,16 +21,28 @@ __all__ = [
     'LOSS_KEY',
     'LOSS_LAW_PREFIX',
     'LOSS_SPIKE_PREFIX',
+    'LOSS_ALIASES',
+    'LR_ALIASES',
     'RESUME_DATA_GUARD_PREFIX',
     'RESUME_GUARD_PREFIX',
+    'STEP_KEYS',
+    'find_loss_key',
     'find_lr_key',
     'is_eval_metric',
+    'is_lr_monitor_key',
     'is_train_loss',
 ]
 
 LOSS_KEY = 'loss/train/total'  # Composer's all-reduced training loss
 EVAL_CROSS_ENTROPY = 'metrics/eval/LanguageCrossEntropy'  # Foundry's default eval loss, label 'eval'
 EVAL_CROSS_ENTROPY_PATTERN = 'metrics/*/*CrossEntropy'  # every evaluator's cross-entropy
+
+# The training loss of runs from other trainers and of public exports, in the order they are looked for.
+LOSS_ALIASES = ('loss', 'train_loss', 'train/loss')
+# The LR of runs from other trainers, in the order they are looked for when no lr_monitor key is there.
+LR_ALIASES = ('lr', 'learning_rate', 'train/lr', 'train/learning_rate', 'train_lr', 'trainer/learning_rate')
+# The step column of metric exports: ours and Composer's, W&B's, PyTorch Lightning's, and iteration counters.
+STEP_KEYS = ('step', '_step', 'Step', 'global_step', 'trainer/global_step', 'iter', 'iteration')
 
 BUDGET_PREFIX = 'budget_checkpoint'
 COLLAPSE_PREFIX = 'collapse'
@@ -51,6 +63,19 @@ def is_eval_metric(key: str) -> bool:
 
 
 def find_lr_key(keys: Iterable[str]) -> Optional[str]:
-    """The key under which ``lr_monitor`` logged the first param group's LR (``lr-<Optimizer>/group0``), or None."""
+    """The key under which ``lr_monitor`` logged the first param group's LR (``lr-<Optimizer>/group0``), else the
+    first of :data:`LR_ALIASES` (how other trainers and W&B/MLflow exports name it), or None."""
+    keys = list(keys)
     found = sorted(k for k in keys if k.startswith('lr-') and k.endswith('/group0'))
-    return found[0] if found else None
+    return found[0] if found else next((k for k in LR_ALIASES if k in keys), None)
+
+
+def find_loss_key(keys: Iterable[str]) -> Optional[str]:
+    """Composer's training loss key if present, else the first of :data:`LOSS_ALIASES`, or None."""
+    keys = list(keys)
+    return LOSS_KEY if LOSS_KEY in keys else next((k for k in LOSS_ALIASES if k in keys), None)
+
+
+def is_lr_monitor_key(key: str) -> bool:
+    """Whether ``key`` is how ``lr_monitor`` names an LR (``lr-<Optimizer>/group<i>``)."""
+    return key.startswith('lr-') and '/group' in key

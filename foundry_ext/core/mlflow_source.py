@@ -28,10 +28,12 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
+
+from foundry_ext.core.errors import fail
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -50,13 +52,6 @@ CONNECT_TIMEOUT_S = 5.0
 _FIX_URI = f'check --tracking-uri (or {TRACKING_URI_ENV})'
 # MLflow's SQL store writes +-inf as +-the largest double; read them back as infinities.
 _INF_STORED = np.finfo(np.float64).max
-
-
-def _fail(message: str) -> NoReturn:
-    """:func:`foundry_ext.core.errors.fail`, imported on bad input only: core.errors imports Foundry (seconds),
-    and the CLI imports this module when it starts."""
-    from foundry_ext.core.errors import fail
-    fail(message)
 
 
 @dataclass(frozen=True)
@@ -94,18 +89,18 @@ def _check_store(uri: str) -> None:
     if parsed.scheme == 'sqlite':
         path = uri[len('sqlite:///'):] if uri.startswith('sqlite:///') else ''
         if path and path != ':memory:' and not Path(path).is_file():
-            _fail(f'tracking URI {uri}: no database at {Path(path).resolve()} (a relative path is read from the '
+            fail(f'tracking URI {uri}: no database at {Path(path).resolve()} (a relative path is read from the '
                  f'working folder, {Path.cwd()}); {_FIX_URI}.')
     elif parsed.scheme in ('', 'file'):
         path = parsed.path if parsed.scheme == 'file' else uri
         if not Path(path).is_dir():
-            _fail(f'tracking URI {uri}: no MLflow file store at {Path(path).resolve()}; {_FIX_URI}.')
+            fail(f'tracking URI {uri}: no MLflow file store at {Path(path).resolve()}; {_FIX_URI}.')
     elif parsed.scheme in ('http', 'https'):
         import requests
         try:  # any HTTP answer, even an error status, shows that the server is there
             requests.get(uri.rstrip('/') + '/health', timeout=CONNECT_TIMEOUT_S)
         except requests.ConnectionError as err:
-            _fail(f'tracking URI {uri}: cannot connect to an MLflow server within {CONNECT_TIMEOUT_S:g} s '
+            fail(f'tracking URI {uri}: cannot connect to an MLflow server within {CONNECT_TIMEOUT_S:g} s '
                  f'({type(err).__name__}). Start it (e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db '
                  f'--port {parsed.port or 5000}`) or {_FIX_URI}.')
         except requests.RequestException:
@@ -123,7 +118,7 @@ def _client(uri: str) -> MlflowClient:
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)  # opens the store: a bad scheme or an old schema fails here
     except MlflowException as err:
-        _fail(f'tracking URI {uri}: MLflow cannot open it ({err.message}); {_FIX_URI}.')
+        fail(f'tracking URI {uri}: MLflow cannot open it ({err.message}); {_FIX_URI}.')
     finally:
         if made:  # opening a SQL store makes ./mlruns (its default artifact root); reading leaves no trace
             with contextlib.suppress(OSError):
@@ -135,7 +130,7 @@ def _quoted(name: str) -> str:
     for quote in ("'", '"'):
         if quote not in name:
             return f'{quote}{name}{quote}'
-    _fail(f'MLflow run name {name!r} holds both quote characters, so it cannot be searched for; give '
+    fail(f'MLflow run name {name!r} holds both quote characters, so it cannot be searched for; give '
          f'{RUNS_PREFIX}<run_id> instead.')
 
 
@@ -150,7 +145,7 @@ def _by_name(client: MlflowClient, name: str, uri: str) -> Run:
     if not runs:
         others = sorted({r.info.run_name for r in client.search_runs(experiments, max_results=20)}) if experiments \
             else []
-        _fail(f'{name!r} is not a metrics file or folder, and no MLflow run in {uri} is named so (runs there: '
+        fail(f'{name!r} is not a metrics file or folder, and no MLflow run in {uri} is named so (runs there: '
              f'{", ".join(others) or "none"}). Fix the path or the run name, give {RUNS_PREFIX}<run_id>, '
              f'or {_FIX_URI}.')
     return runs[0]
@@ -168,13 +163,13 @@ def find_run(run: str, uri: str) -> MlflowRun:
     if run.startswith(RUNS_PREFIX):
         run_id = run[len(RUNS_PREFIX):].strip('/')
         if not run_id or '/' in run_id:
-            _fail(f'{run}: give a run as {RUNS_PREFIX}<run_id>, with no artifact path after the id.')
+            fail(f'{run}: give a run as {RUNS_PREFIX}<run_id>, with no artifact path after the id.')
         try:
             found = client.get_run(run_id)
         except MlflowException as err:
             if err.error_code not in ('RESOURCE_DOES_NOT_EXIST', 'INVALID_PARAMETER_VALUE'):
                 raise
-            _fail(f'{run}: no run with id {run_id!r} in {uri}. Copy the id from the run page of `mlflow ui` '
+            fail(f'{run}: no run with id {run_id!r} in {uri}. Copy the id from the run page of `mlflow ui` '
                  f'(or give the run name), or {_FIX_URI}.')
     else:
         found = client.get_run(_by_name(client, run, uri).info.run_id)

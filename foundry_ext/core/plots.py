@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import matplotlib
-import numpy as np
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402

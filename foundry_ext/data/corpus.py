@@ -27,6 +27,8 @@ from streaming import MDSWriter
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
+from foundry_ext.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ['CORPUS_VERSION', 'MANIFEST', 'default_cache_dir', 'stdlib_sources', 'corpus_spec', 'ensure_demo_corpus']
@@ -79,7 +81,7 @@ def _write_split(out: Path, docs: list[str], tokenizer: PreTrainedTokenizerBase,
                  budget: int) -> int:
     eos = tokenizer.eos_token_id
     if eos is None:
-        raise ValueError('The demo corpus needs a tokenizer with an eos_token to separate documents.')
+        raise ConfigError('The demo corpus needs a tokenizer with an eos_token to separate documents.')
     ids: list[int] = []
     for doc_ids in tokenizer(docs, add_special_tokens=False, verbose=False)['input_ids']:
         ids.extend(doc_ids)
@@ -90,7 +92,7 @@ def _write_split(out: Path, docs: list[str], tokenizer: PreTrainedTokenizerBase,
     tokens = np.asarray(ids[:budget], dtype=dtype)
     n_samples = len(tokens) // max_seq_len
     if n_samples == 0:
-        raise ValueError(f'The demo corpus has too few tokens for one sample of max_seq_len={max_seq_len}.')
+        raise ConfigError(f'The demo corpus has too few tokens for one sample of max_seq_len={max_seq_len}.')
     with MDSWriter(out=str(out), columns={'tokens': f'ndarray:{np.dtype(dtype).name}'}, size_limit='64mb') as w:
         for sample in tokens[:n_samples * max_seq_len].reshape(n_samples, max_seq_len):
             w.write({'tokens': sample})
@@ -104,7 +106,7 @@ def _built(root: Path, spec: dict) -> bool:
         return False
     built = json.loads(manifest.read_text())
     if built['spec'] != spec:
-        raise ValueError(
+        raise ConfigError(
             f'train_loader.dataset.local={str(root)!r} holds a demo corpus built with {built["spec"]}, but this '
             f'run needs {spec}. Point dataset.local at another folder, or leave it unset to use the cache.',
         )
@@ -144,7 +146,7 @@ def ensure_demo_corpus(
         if _built(root, spec):
             return root
         if root.exists() and any(root.iterdir()):
-            raise ValueError(
+            raise ConfigError(
                 f'train_loader.dataset.local={str(root)!r} exists and is not a foundry-ext demo corpus. Point '
                 f'dataset.local at an empty or new folder, or use the `text` dataloader for your own data.',
             )

@@ -17,6 +17,7 @@ from composer.utils import dist
 from llmfoundry.data.text_data import build_text_dataloader
 from transformers import PreTrainedTokenizerBase
 
+from foundry_ext.core.errors import ConfigError
 from foundry_ext.data.corpus import MANIFEST, ensure_demo_corpus
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,12 @@ def build_demo_text_dataloader(
     """
     dataset = dict(dataset)
     if dataset.get('remote') is not None:
-        raise ValueError(
+        raise ConfigError(
             f"train_loader.dataset.remote={dataset['remote']!r}: the demo_text loader builds its corpus locally and "
             f'reads no remote. Remove remote, or use `name: text` for your own streaming data.',
         )
     if 'max_seq_len' not in dataset:
-        raise ValueError('train_loader.dataset.max_seq_len is required by the demo_text loader, e.g. max_seq_len: 128.')
+        raise ConfigError('train_loader.dataset.max_seq_len is required by the demo_text loader, e.g. max_seq_len: 128.')
     budget = {k: int(dataset.pop(k)) for k in ('train_tokens', 'val_tokens') if k in dataset}
     root = ensure_demo_corpus(tokenizer, int(dataset['max_seq_len']), dataset.get('local'), **budget)
     dataset['local'] = str(root)
@@ -54,7 +55,7 @@ def build_demo_text_dataloader(
     batch = int(device_batch_size) * dist.get_world_size()
     if kwargs.get('drop_last') and samples is not None and samples < batch:
         # Composer would loop over empty epochs forever.
-        raise ValueError(f'The demo corpus\'s {split} split holds {samples} samples, fewer than one global batch of '
-                         f'{batch} with drop_last: true, so no batch could be made. Raise its train_tokens/val_tokens '
-                         f'(dataset.{split}_tokens), or lower the batch size.')
+        raise ConfigError(f'The demo corpus\'s {split} split holds {samples} samples, fewer than one global batch of '
+                          f'{batch} with drop_last: true, so no batch could be made. Raise its train_tokens/val_tokens '
+                          f'(dataset.{split}_tokens), or lower the batch size.')
     return build_text_dataloader(tokenizer, device_batch_size, dataset, **kwargs)

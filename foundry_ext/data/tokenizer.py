@@ -16,6 +16,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
+from foundry_ext.core.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 __all__ = ['EOS_TOKEN', 'BYTE_VOCAB_SIZE', 'PAD_TOKEN', 'ByteTokenizer', 'build_byte_tokenizer']
@@ -36,9 +38,9 @@ def build_byte_tokenizer(**kwargs: Any) -> PreTrainedTokenizerFast:
     """
     fixed = sorted(set(kwargs) & set(_FIXED))
     if fixed:
-        raise ValueError(f'tokenizer.kwargs.{fixed[0]}={kwargs[fixed[0]]!r}: the byte tokenizer sets its own special '
-                         f'tokens (256 = {EOS_TOKEN}, 257 = {PAD_TOKEN}); remove {", ".join(fixed)} from '
-                         f'tokenizer.kwargs.')
+        raise ConfigError(f'tokenizer.kwargs.{fixed[0]}={kwargs[fixed[0]]!r}: the byte tokenizer sets its own special '
+                          f'tokens (256 = {EOS_TOKEN}, 257 = {PAD_TOKEN}); remove {", ".join(fixed)} from '
+                          f'tokenizer.kwargs.')
     # GPT-2's printable stand-ins for the 256 bytes, ordered so that token id == byte value.
     byte_chars = bytes_to_unicode()
     vocab = {byte_chars[b]: b for b in range(256)}

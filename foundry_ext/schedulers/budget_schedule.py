@@ -34,23 +34,11 @@ from typing import Sequence
 from composer.core import State, Time
 from composer.optim import ComposerScheduler
 
-from foundry_ext.schedulers.shapes import (
-    DECAY_SHAPES,
-    WARMUP_SHAPES,
-    check_multiplier,
-    check_shape,
-    decay_value,
-    warmup_value,
-)
-from foundry_ext.schedulers.time_spec import (
-    TimeLike,
-    check_same_unit,
-    current_time,
-    max_duration_is_final,
-    parse_time,
-    resolve_max_duration,
-    resolve_time,
-)
+from foundry_ext.core.errors import ConfigError
+from foundry_ext.schedulers.shapes import (DECAY_SHAPES, WARMUP_SHAPES, check_multiplier, check_shape, decay_value,
+                                           warmup_value)
+from foundry_ext.schedulers.time_spec import (TimeLike, check_same_unit, current_time, max_duration_is_final,
+                                              parse_time, resolve_max_duration, resolve_time)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +74,7 @@ class BudgetSchedule(ComposerScheduler):
         extra_times: dict[str, Time | None],
     ) -> None:
         if isinstance(budgets, (str, Time)) or not isinstance(budgets, Sequence) or not budgets:
-            raise ValueError(
+            raise ConfigError(
                 f'scheduler.budgets={budgets!r} must be a non-empty list of absolute times at which a decayed '
                 f'model is due, e.g. budgets: [1000ba, 2000ba, 4000ba].',
             )
@@ -121,7 +109,7 @@ class BudgetSchedule(ComposerScheduler):
         budgets = [resolve_time(b, state, ssr) for b in self.budgets]
         for i in range(1, len(budgets)):
             if budgets[i] <= budgets[i - 1]:
-                raise ValueError(
+                raise ConfigError(
                     f'scheduler.budgets must be strictly increasing, but budgets[{i}]={self.budgets[i]} comes after '
                     f'budgets[{i - 1}]={self.budgets[i - 1]}. Sort them and remove duplicates.',
                 )
@@ -131,12 +119,12 @@ class BudgetSchedule(ComposerScheduler):
             ramp_end, ramp = (warmup, 'the warmup') if i == 0 else (budgets[i - 1] + rewarmup,
                                                                      f'the re-warmup after budgets[{i - 1}]')
             if decay < 1:
-                raise ValueError(
+                raise ConfigError(
                     f'The decay into scheduler.budgets[{i}]={self.budgets[i]} would last {decay}{self.unit.value}, but '
                     f'it needs at least 1: {ramp} ends at {ramp_end}{self.unit.value}. Space the budgets further apart.',
                 )
             if start < ramp_end:
-                raise ValueError(
+                raise ConfigError(
                     f'The decay into scheduler.budgets[{i}]={self.budgets[i]} ({decay}{self.unit.value} long) would '
                     f'start at {start}{self.unit.value}, before {ramp} ends at {ramp_end}{self.unit.value}. Shorten the '
                     f'decay or the (re-)warmup, or space the budgets further apart.',

@@ -8,17 +8,18 @@ recover it from that closure, with the ``scale_schedule_ratio`` it is called wit
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import NamedTuple, Optional
 
 from composer.core import State
-from composer.optim import ComposerScheduler, ConstantWithWarmupScheduler, LinearWithWarmupScheduler
+from composer.optim import ComposerScheduler
 from torch.optim.lr_scheduler import LambdaLR
+
+from foundry_ext.core.composer_private import composer_scheduler_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ['CompiledSchedule', 'compiled_schedule_of', 'peak_multiplier']
+__all__ = ['CompiledSchedule', 'compiled_schedule_of']
 
 
 class CompiledSchedule(NamedTuple):
@@ -32,20 +33,7 @@ def compiled_schedule_of(state: State) -> Optional[CompiledSchedule]:
     for compiled in state.schedulers:
         if not isinstance(compiled, LambdaLR):
             continue
-        for fn in compiled.lr_lambdas:
-            # The closure variables' names in compile_composer_scheduler (Composer 0.32).
-            nonlocals = inspect.getclosurevars(fn).nonlocals
-            scheduler = nonlocals.get('scheduler')
-            if isinstance(scheduler, ComposerScheduler):
-                return CompiledSchedule(scheduler, float(nonlocals.get('ssr', 1.0)))
+        found = composer_scheduler_of(compiled)
+        if found is not None:
+            return CompiledSchedule(*found)
     return None
-
-
-def peak_multiplier(scheduler: Optional[ComposerScheduler]) -> float:
-    """The largest LR multiplier of a schedule: Composer's ``linear_decay_with_warmup`` peaks at ``alpha_i`` and
-    ``constant_with_warmup`` at ``alpha``; the others (cosine, WSD and the budget schedules) peak at 1."""
-    if isinstance(scheduler, LinearWithWarmupScheduler):
-        return float(scheduler.alpha_i)
-    if isinstance(scheduler, ConstantWithWarmupScheduler):
-        return float(scheduler.alpha)
-    return 1.0

@@ -25,6 +25,8 @@ import logging
 import math
 from typing import Callable
 
+from foundry_ext.core.errors import choice, fraction
+
 log = logging.getLogger(__name__)
 
 __all__ = ['WARMUP_SHAPES', 'DECAY_SHAPES', 'check_shape', 'check_multiplier', 'warmup_value', 'decay_value']
@@ -47,18 +49,12 @@ DECAY_SHAPES: dict[str, Shape] = {
 
 def check_shape(name: str, shapes: dict[str, Shape], key: str) -> str:
     """Returns ``name`` if it is a known shape, else raises a ``ValueError`` naming ``key`` and the choices."""
-    if name not in shapes:
-        raise ValueError(f'{key}={name!r} is not a known shape. Choose one of {sorted(shapes)}.')
-    return name
+    return choice(name, key, sorted(shapes))
 
 
 def check_multiplier(value: float, key: str) -> float:
     """Returns ``value`` as a float if it is an LR multiplier in [0, 1], else raises a ``ValueError`` naming ``key``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f'{key}={value!r} must be a number in [0, 1]: it multiplies optimizer.lr (0 = zero LR, 1 = the peak LR).',
-        )
-    return float(value)
+    return fraction(value, key, 'it multiplies optimizer.lr (0 = zero LR, 1 = the peak LR)')
 
 
 def warmup_value(shape: str, progress: float, start: float) -> float:

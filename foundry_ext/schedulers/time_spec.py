@@ -15,9 +15,9 @@ import logging
 import re
 from typing import Optional, Union
 
-from composer.core import State, Time, TimeUnit, Timestamp
+from composer.core import State, Time, Timestamp, TimeUnit
 
-from foundry_ext.core.errors import fail
+from foundry_ext.core.errors import ConfigError, fail
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ __all__ = [
     'current_time',
     'timestamp_count',
     'batches_in',
+    'parse_steps',
 ]
 
 TimeLike = Union[str, Time]
@@ -60,33 +61,33 @@ def parse_time(value: TimeLike, key: str, *, allow_zero: bool = True) -> Time:
     """
     if isinstance(value, (int, float)):
         # A bare number could mean batches, tokens or samples; guessing would silently change the schedule.
-        raise ValueError(f'{key}={value!r} has no unit. Write an absolute time with its unit, {_UNIT_HELP}.')
+        raise ConfigError(f'{key}={value!r} has no unit. Write an absolute time with its unit, {_UNIT_HELP}.')
     if isinstance(value, Time):
         time = value
     elif isinstance(value, str):
         try:
             time = Time.from_timestring(value.strip())
         except TypeError as e:  # Composer's integer units (ba, ep, sp, tok) refuse fractions
-            raise ValueError(f'{key}={value!r} must be a whole number of its unit. Write it in a finer unit, '
-                             f'e.g. batches instead of a fraction of an epoch.') from e
+            raise ConfigError(f'{key}={value!r} must be a whole number of its unit. Write it in a finer unit, '
+                              f'e.g. batches instead of a fraction of an epoch.') from e
         except ValueError as e:
-            raise ValueError(f'{key}={value!r} is not a time string ({e}). Write an absolute time, '
-                             f'{_UNIT_HELP}.') from e
+            raise ConfigError(f'{key}={value!r} is not a time string ({e}). Write an absolute time, '
+                              f'{_UNIT_HELP}.') from e
     else:
-        raise ValueError(f'{key}={value!r} has type {type(value).__name__}. Write an absolute time, {_UNIT_HELP}.')
+        raise ConfigError(f'{key}={value!r} has type {type(value).__name__}. Write an absolute time, {_UNIT_HELP}.')
 
     if time.unit == TimeUnit.DURATION:
-        raise ValueError(
+        raise ConfigError(
             f"{key}={value!r}: the 'dur' unit is a fraction of max_duration, so the schedule's shape would change "
             f'whenever the run length changes, and runs of different lengths would diverge from the first step. '
             f'Write an absolute time instead, {_UNIT_HELP}. For a decay that ends with the run, leave '
             f't_decay_start unset and give t_decay in absolute units.',
         )
     if time.unit not in _ABSOLUTE_UNITS:
-        raise ValueError(f"{key}={value!r}: unit '{time.unit.value}' cannot drive a schedule. Use {_UNIT_HELP}.")
+        raise ConfigError(f"{key}={value!r}: unit '{time.unit.value}' cannot drive a schedule. Use {_UNIT_HELP}.")
     if time.value < 0 or (time.value == 0 and not allow_zero):
         bound = '>= 0' if allow_zero else '> 0'
-        raise ValueError(f'{key}={value!r} must be {bound}. Give a length {bound}, {_UNIT_HELP}.')
+        raise ConfigError(f'{key}={value!r} must be {bound}. Give a length {bound}, {_UNIT_HELP}.')
     return time
 
 
@@ -115,7 +116,7 @@ def check_same_unit(times: dict[str, Optional[Time]]) -> Optional[TimeUnit]:
     families = {k: _unit_family(t.unit) for k, t in given.items()}
     if len(set(families.values())) > 1:
         listing = ', '.join(f'{k}={t}' for k, t in given.items())
-        raise ValueError(
+        raise ConfigError(
             f'Schedule times must share one unit, but got {listing}. Composer cannot compare batches, tokens and '
             f'samples before training, so write all of them in one unit, {_UNIT_HELP}.',
         )
@@ -135,7 +136,7 @@ def resolve_time(time: Time, state: State, ssr: float = 1.0) -> int:
     """
     if time.unit == TimeUnit.EPOCH:
         if state.dataloader_len is None:
-            raise ValueError(
+            raise ConfigError(
                 f'The schedule time {time} is in epochs, but the train dataloader has no length, so it cannot be '
                 f'converted to batches. Write it in batches, tokens or samples instead.',
             )
@@ -156,9 +157,9 @@ def resolve_max_duration(state: State, unit: TimeUnit, needed_for: str) -> int:
     """
     max_duration = state.max_duration
     if max_duration is None:
-        raise ValueError(f'{needed_for} needs max_duration, but it is not set. Set max_duration in the YAML.')
+        raise ConfigError(f'{needed_for} needs max_duration, but it is not set. Set max_duration in the YAML.')
     if _unit_family(max_duration.unit) != unit:
-        raise ValueError(
+        raise ConfigError(
             f"{needed_for} needs max_duration={max_duration} in the schedule's unit '{unit.value}'. Composer cannot "
             f"compare '{max_duration.unit.value}' with '{unit.value}' before training: write max_duration in "
             f"'{unit.value}' or the schedule times in '{max_duration.unit.value}'.",
@@ -204,14 +205,47 @@ def batches_in(duration: TimeLike, samples_per_batch: int, tokens_per_batch: int
             the dataset size and ``dur`` on ``max_duration`` itself).
     """
     time = duration if isinstance(duration, Time) else _time_string(duration, key)
+    shown = duration if isinstance(duration, Time) else repr(duration)
     per_batch = {TimeUnit.BATCH: 1, TimeUnit.SAMPLE: samples_per_batch, TimeUnit.TOKEN: tokens_per_batch}
     if time.unit not in per_batch:
-        fail(f"{key}={duration} is in '{time.unit.value}', which cannot be turned into a number of batches without "
+        fail(f"{key}={shown} is in '{time.unit.value}', which cannot be turned into a number of batches without "
              f"training (epochs depend on the dataset size, dur on max_duration itself). Write it in 'ba' (batches), "
              f"'tok' (tokens) or 'sp' (samples), e.g. 10000ba.")
     if time.value <= 0:
-        fail(f'{key}={duration} must be > 0.')
+        fail(f'{key}={shown} must be > 0.')
     return -(-int(time.value) // per_batch[time.unit])  # ceil
+
+
+def parse_steps(value: str, key: str) -> list[int]:
+    """A comma-separated list of batch steps, each a whole number of batches written ``400`` or ``400ba``.
+
+    Args:
+        value (str): E.g. ``'200,400ba,600'``.
+        key (str): The option or YAML key, e.g. ``'--at'``, for error messages.
+
+    Returns:
+        list[int]: The steps, in the order given.
+
+    Raises:
+        ConfigError: For an empty list, an entry in another unit (steps are batches), a fraction, a negative
+            number, anything else that is not a step, or a step named twice.
+    """
+    items = [item.strip() for item in str(value).split(',')]
+    if not any(items):
+        fail(f'{key}={value!r} names no step; give batch steps, comma-separated, e.g. {key} 200,400.')
+    steps = []
+    for item in items:
+        match = re.fullmatch(r'([0-9]+)(ba)?', item)
+        if match is None:
+            unit = _TIME_STRING.match(item)
+            why = (f"is in '{unit.group(2)}', but steps are batches" if unit is not None and unit.group(2) != 'ba'
+                   else 'is not a whole number of batches')
+            fail(f'{key}={value!r}: {item!r} {why}. Give batch steps, comma-separated, e.g. {key} 200,400 or '
+                 f'200ba,400ba.')
+        steps.append(int(match.group(1)))
+    if len(set(steps)) < len(steps):
+        fail(f'{key}={value!r} names a step twice; give each step once.')
+    return steps
 
 
 def _time_string(value: object, key: str) -> Time:

@@ -17,23 +17,11 @@ from typing import Optional
 from composer.core import State, Time, TimeUnit
 from composer.optim import ComposerScheduler
 
-from foundry_ext.schedulers.shapes import (
-    DECAY_SHAPES,
-    WARMUP_SHAPES,
-    check_multiplier,
-    check_shape,
-    decay_value,
-    warmup_value,
-)
-from foundry_ext.schedulers.time_spec import (
-    TimeLike,
-    check_same_unit,
-    current_time,
-    max_duration_is_final,
-    parse_time,
-    resolve_max_duration,
-    resolve_time,
-)
+from foundry_ext.core.errors import ConfigError
+from foundry_ext.schedulers.shapes import (DECAY_SHAPES, WARMUP_SHAPES, check_multiplier, check_shape, decay_value,
+                                           warmup_value)
+from foundry_ext.schedulers.time_spec import (TimeLike, check_same_unit, current_time, max_duration_is_final,
+                                              parse_time, resolve_max_duration, resolve_time)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +104,7 @@ class WSDScheduler(ComposerScheduler):
         decay_shape: str = 'linear',
     ) -> None:
         if t_decay is None:
-            raise ValueError(
+            raise ConfigError(
                 'scheduler.t_decay is required: the length of the decay in absolute time, e.g. t_decay: 200ba. '
                 'Hägele et al. 2024 use about 20% of the run with a 1-sqrt decay.',
             )
@@ -161,7 +149,7 @@ class WSDScheduler(ComposerScheduler):
             if not max_duration_is_final(state, ssr):
                 return warmup, max(decay_start, warmup), decay
             if decay_start < warmup:
-                raise ValueError(
+                raise ConfigError(
                     f'scheduler.t_warmup={self.t_warmup} plus scheduler.t_decay={self.t_decay} is longer than '
                     f'max_duration={state.max_duration}, so the decay would start before the warmup ends. Shorten '
                     f't_warmup or t_decay, or raise max_duration.',
@@ -170,7 +158,7 @@ class WSDScheduler(ComposerScheduler):
 
         decay_start = resolve_time(self.t_decay_start, state, ssr)
         if decay_start < warmup:
-            raise ValueError(
+            raise ConfigError(
                 f'scheduler.t_decay_start={self.t_decay_start} is before the warmup ends '
                 f'(scheduler.t_warmup={self.t_warmup}). Set t_decay_start >= t_warmup.',
             )

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 
 from composer.core import State
 
+from foundry_ext.core.errors import ConfigError, fraction
 from foundry_ext.schedulers.budget_schedule import BudgetSchedule
 from foundry_ext.schedulers.time_spec import TimeLike, parse_time, resolve_time
 
@@ -61,20 +62,15 @@ class WSDSScheduler(BudgetSchedule):
         decay_shape: str = 'linear',
     ) -> None:
         if t_decay is not None and decay_fraction is not None:
-            raise ValueError(
+            raise ConfigError(
                 f'scheduler.t_decay={t_decay!r} and scheduler.decay_fraction={decay_fraction!r} both set the decay '
                 f'length. Keep one: t_decay for an absolute length, decay_fraction for a share of each segment.',
             )
         self.t_decay = None if t_decay is None else parse_time(t_decay, 'scheduler.t_decay', allow_zero=False)
         if self.t_decay is None:
-            decay_fraction = 0.1 if decay_fraction is None else decay_fraction
-            if isinstance(decay_fraction, bool) or not isinstance(decay_fraction, (int, float)) or not (
-                    0.0 < decay_fraction <= 1.0):
-                raise ValueError(
-                    f'scheduler.decay_fraction={decay_fraction!r} must be a number in (0, 1]: the share of each '
-                    f'segment spent decaying, e.g. 0.1.',
-                )
-        self.decay_fraction = None if self.t_decay is not None else float(decay_fraction)
+            decay_fraction = fraction(0.1 if decay_fraction is None else decay_fraction, 'scheduler.decay_fraction',
+                                      'the share of each segment spent decaying, e.g. 0.1', low_open=True)
+        self.decay_fraction = decay_fraction
         super().__init__(budgets, t_warmup, t_rewarmup, alpha_i, alpha_f, warmup_shape, decay_shape,
                          {'scheduler.t_decay': self.t_decay})
 

@@ -14,6 +14,9 @@ import logging
 import math
 from typing import Any, Mapping, Optional
 
+from foundry_ext.core.errors import ConfigError
+from foundry_ext.core.jsonl import to_json
+from foundry_ext.core.metric_names import is_eval_metric
 from foundry_ext.spikes.detector import LossEvent, SpikeDetector
 
 log = logging.getLogger(__name__)
@@ -23,7 +26,6 @@ __all__ = [
     'EVAL_DETECTOR_DEFAULTS',
     'check_detector_kwargs',
     'event_record',
-    'is_eval_stream',
     'stream_detector_kwargs',
 ]
 
@@ -51,11 +53,6 @@ EVAL_DETECTOR_DEFAULTS: dict[str, Any] = {
 _MAY_BE_ZERO = frozenset({'min_height'})
 
 
-def is_eval_stream(stream: str) -> bool:
-    """Whether ``stream`` is a sparse evaluation metric (``metrics/<label>/...`` other than ``metrics/train/``)."""
-    return stream.startswith('metrics/') and not stream.startswith('metrics/train/')
-
-
 def check_detector_kwargs(kwargs: Optional[Mapping[str, Any]], where: str) -> dict[str, Any]:
     """Checks user-given :class:`SpikeDetector` settings key by key.
 
@@ -68,26 +65,26 @@ def check_detector_kwargs(kwargs: Optional[Mapping[str, Any]], where: str) -> di
         dict[str, Any]: The settings as plain ``int``/``float`` values.
 
     Raises:
-        ValueError: For an unknown key, or a value of the wrong type or sign; the message names
+        ConfigError: For an unknown key, or a value of the wrong type or sign; the message names
             ``<where>.<key>``, the value and the valid choices.
     """
     if kwargs is None:
         return {}
     if not isinstance(kwargs, Mapping):
-        raise ValueError(f'{where}={kwargs!r} must be a mapping of detector settings, e.g. {{z_threshold: 5.0}}.')
+        raise ConfigError(f'{where}={kwargs!r} must be a mapping of detector settings, e.g. {{z_threshold: 5.0}}.')
     checked: dict[str, Any] = {}
     for key, value in kwargs.items():
         if key not in DETECTOR_DEFAULTS:
-            raise ValueError(f'{where}.{key}={value!r}: unknown detector setting. Valid settings: '
-                             f'{", ".join(sorted(DETECTOR_DEFAULTS))}.')
+            raise ConfigError(f'{where}.{key}={value!r}: unknown detector setting. Valid settings: '
+                              f'{", ".join(sorted(DETECTOR_DEFAULTS))}.')
         integral = isinstance(DETECTOR_DEFAULTS[key], int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and not isinstance(value, int)):
             kind = 'an integer' if integral else 'a number'
-            raise ValueError(f'{where}.{key}={value!r} must be {kind} (default {DETECTOR_DEFAULTS[key]!r}).')
+            raise ConfigError(f'{where}.{key}={value!r} must be {kind} (default {DETECTOR_DEFAULTS[key]!r}).')
         if not math.isfinite(value) or value < 0 or (value == 0 and key not in _MAY_BE_ZERO):
             bound = '>= 0' if key in _MAY_BE_ZERO else '> 0'
-            raise ValueError(f'{where}.{key}={value!r} must be finite and {bound} '
-                             f'(default {DETECTOR_DEFAULTS[key]!r}).')
+            raise ConfigError(f'{where}.{key}={value!r} must be finite and {bound} '
+                              f'(default {DETECTOR_DEFAULTS[key]!r}).')
         checked[key] = int(value) if integral else float(value)
     return checked
 
@@ -107,14 +104,14 @@ def stream_detector_kwargs(stream: str, detector: Mapping[str, Any], eval_detect
             ``'callbacks.loss_spike_monitor.detector'``.
 
     Raises:
-        ValueError: If the combination is refused by :class:`SpikeDetector` (e.g.
+        ConfigError: If the combination is refused by :class:`SpikeDetector` (e.g.
             ``fast_recovery_steps >= max_follow_steps``).
     """
-    kwargs = {**detector, **EVAL_DETECTOR_DEFAULTS, **eval_detector} if is_eval_stream(stream) else dict(detector)
+    kwargs = {**detector, **EVAL_DETECTOR_DEFAULTS, **eval_detector} if is_eval_metric(stream) else dict(detector)
     try:
         SpikeDetector(**kwargs)
-    except ValueError as err:
-        raise ValueError(f'{where} for stream {stream!r}: {err} Settings: {kwargs}.') from err
+    except ConfigError as err:
+        raise ConfigError(f'{where} for stream {stream!r}: {err} Settings: {kwargs}.') from err
     return kwargs
 
 
@@ -124,5 +121,4 @@ def event_record(stream: str, event: LossEvent, **extra: Any) -> dict[str, Any]:
     Non-finite floats (the height of a NaN loss is ``inf``) become the strings ``'inf'``, ``'-inf'`` and
     ``'nan'``, which :func:`float` reads back.
     """
-    fields = {'stream': stream, **event.to_dict(), **extra}
-    return {k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in fields.items()}
+    return to_json({'stream': stream, **event.to_dict(), **extra})

@@ -15,6 +15,8 @@ import logging
 from composer.core import Callback, State
 from composer.loggers import Logger
 
+from foundry_ext.core.errors import positive, whole
+
 log = logging.getLogger(__name__)
 
 __all__ = ['LRJump', 'register_lr_jump']
@@ -33,15 +35,9 @@ class LRJump(Callback):
     """
 
     def __init__(self, start: int, steps: int = 1, factor: float = 10.0) -> None:
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError(f'callbacks.lr_jump.start={start!r} must be an integer >= 0.')
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f'callbacks.lr_jump.steps={steps!r} must be an integer >= 1.')
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
-            raise ValueError(f'callbacks.lr_jump.factor={factor!r} must be a number > 0.')
-        self.start = start
-        self.steps = steps
-        self.factor = float(factor)
+        self.start = whole(start, 'callbacks.lr_jump.start', 0)
+        self.steps = whole(steps, 'callbacks.lr_jump.steps', 1)
+        self.factor = positive(factor, 'callbacks.lr_jump.factor')
         self._scheduled: list[float] = []  # the groups' LRs before this batch's jump
 
     def batch_start(self, state: State, logger: Logger) -> None:

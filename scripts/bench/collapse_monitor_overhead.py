@@ -4,10 +4,10 @@
    against a reference fitted to synthetic curves with a flat schedule) is switched on and off in blocks of
    ``--block`` batches (``foundry_ext.testing.benchmarking.in_run_ab``). With ``--block`` and ``--warmup`` multiples of
    the interval, every "on" block holds one evaluation.
-2. The monitor re-reads its whole history at each evaluation (``collapse_residual`` and ``predict_final_loss``
-   over every evaluated point), so an evaluation costs more as a run grows. This times those two calls at
-   history lengths of long runs and prints each as a fraction of the ``interval`` steps it is spread over, with
-   the step time measured in part 1.
+2. An evaluation late in a long run: the monitor's incremental update (``OnlineCollapse.add``, what it does at
+   each evaluation) next to re-reading the whole history (``collapse_residual`` and ``predict_final_loss`` over
+   every evaluated point, what the monitor did before), at history lengths of long runs, each as a fraction of
+   the ``interval`` steps it is spread over, with the step time measured in part 1.
 
 Example::
 
@@ -26,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from foundry_ext.analysis.collapse import (LossCurve, LRSchedule, ReferenceCurve, collapse_residual, fit_reference,
-                                           predict_final_loss)
+from foundry_ext.collapse.curves import LossCurve
+from foundry_ext.collapse.online import OnlineCollapse
+from foundry_ext.collapse.prediction import collapse_residual, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve, fit_reference
+from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
 from foundry_ext.testing.benchmarking import ab_report, in_run_ab
 
@@ -40,14 +43,22 @@ def _curve(total: int, seed: int) -> LossCurve:
     return LossCurve(steps, 3.0 * (steps / total + 0.01)**-0.1 * np.exp(noise), total)
 
 
-def _evaluation_seconds(ref: ReferenceCurve, points: int, repeats: int = 5) -> float:
+def _evaluation_seconds(ref: ReferenceCurve, points: int, repeats: int = 50) -> tuple[float, float]:
+    """Seconds of one evaluation at the end of a history of ``points``: incremental, and re-reading everything."""
     steps = np.arange(1, points + 1, dtype=float) * INTERVAL
     losses = 3.0 * (steps / steps[-1] + 0.01)**-0.1
+    online = OnlineCollapse(ref, int(steps[-1]))
+    for step, loss in zip(steps[:-repeats], losses[:-repeats]):
+        online.add(step, loss)
+    start = time.perf_counter()
+    for step, loss in zip(steps[-repeats:], losses[-repeats:]):
+        online.add(step, loss)
+    incremental = (time.perf_counter() - start) / repeats
     start = time.perf_counter()
     for _ in range(repeats):
         collapse_residual(steps, losses, int(steps[-1]), ref)
         predict_final_loss(steps, losses, int(steps[-1]), ref)
-    return (time.perf_counter() - start) / repeats
+    return incremental, (time.perf_counter() - start) / repeats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,24 +67,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--pairs', type=int, default=15, help='on/off block pairs (default: 15)')
     parser.add_argument('--block', type=int, default=INTERVAL, help=f'batches per block (default: {INTERVAL})')
     parser.add_argument('--warmup', type=int, default=30, help='batches before the first block (default: 30)')
+    parser.add_argument('--history-only', type=float, metavar='STEP_MS',
+                        help='skip the training A/B; time part 2 against this step time (ms)')
     parser.add_argument('overrides', nargs='*', help='Foundry-style YAML overrides')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     ref = fit_reference([_curve(2000, seed) for seed in (1, 2)], LRSchedule((0.0, 1.0), (1.0, 1.0)), smoothing=5,
                         final_loss='fit')
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / 'ref.json'
-        path.write_text(ref.to_json())
-        steps = in_run_ab(args.yaml, CollapseMonitor(reference=str(path), interval=INTERVAL), args.pairs, args.block,
-                          args.warmup, args.overrides)
-    print(f'collapse_monitor (interval {INTERVAL}, smoothing {ref.smoothing}), after {args.warmup} warmup batches:')
-    print(ab_report(steps, args.block))
-    step = statistics.median(s.wall for s in steps if s.on)
+    if args.history_only is not None:
+        step = args.history_only / 1e3
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / 'ref.json'
+            path.write_text(ref.to_json())
+            steps = in_run_ab(args.yaml, CollapseMonitor(reference=str(path), interval=INTERVAL), args.pairs,
+                              args.block, args.warmup, args.overrides)
+        print(f'collapse_monitor (interval {INTERVAL}, smoothing {ref.smoothing}), after {args.warmup} warmup '
+              'batches:')
+        print(ab_report(steps, args.block))
+        step = statistics.median(s.wall for s in steps if s.on)
     print(f'\nOne evaluation late in a long run (spread over its {INTERVAL} steps of {step * 1e3:.1f} ms):\n')
-    print('| run length (steps) | history (points) | evaluation | share of the steps |\n|---|---|---|---|')
+    print('| run length (steps) | history (points) | evaluation (incremental) | share of the steps | '
+          're-reading the history |\n|---|---|---|---|---|')
     for points in (1_000, 10_000, 30_000):
-        seconds = _evaluation_seconds(ref, points)
-        print(f'| {points * INTERVAL:,} | {points:,} | {seconds * 1e3:.2f} ms | {seconds / (INTERVAL * step):.3%} |')
+        incremental, whole = _evaluation_seconds(ref, points)
+        print(f'| {points * INTERVAL:,} | {points:,} | {incremental * 1e3:.3f} ms | '
+              f'{incremental / (INTERVAL * step):.4%} | {whole * 1e3:.2f} ms |')
     return 0
 
 

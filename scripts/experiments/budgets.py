@@ -56,10 +56,11 @@ import torch
 from composer.core import State, Time, TimeUnit
 from composer.devices import DeviceCPU
 
-from foundry_ext.analysis.collapse import smooth_curve
+from foundry_ext.collapse.curves import smooth_curve
 from foundry_ext.commands.branch import BranchPlan, find_checkpoints, plan_branch, run_branches
 from foundry_ext.core.config import load_train_config
-from foundry_ext.core.metrics_io import LOSS_KEY, Series, read_metric
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metrics_io import Series, read_metric
 from foundry_ext.core.plots import Curve, plot_lr_curves, save_figure
 from foundry_ext.schedulers import CyclicCosineScheduler, WSDScheduler, WSDSScheduler
 from foundry_ext.schedulers.preview import schedule_multipliers

@@ -1,7 +1,7 @@
 """The loss-curve collapse experiment behind ``scripts/collapse_family.py``.
 
 A family of MPT sizes is trained on the demo corpus with the same tokens per parameter, the same AdamW
-timescale ``tau`` (weight decay from :func:`~foundry_ext.analysis.collapse.weight_decay_for_tau_fraction`)
+timescale ``tau`` (weight decay from :func:`~foundry_ext.collapse.controls.weight_decay_for_tau_fraction`)
 and the same schedule over ``t/T`` (linear warmup over ``warmup_fraction``, linear decay to zero, as in
 [SwC]). Then:
 
@@ -39,12 +39,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from omegaconf import OmegaConf as om
 
-from foundry_ext.analysis.collapse import (ReferenceCurve, collapse_residual, final_window_losses, fit_reference,
-                                           from_foundry_config, predict_final_loss, smooth_curve,
-                                           weight_decay_for_tau_fraction)
-from foundry_ext.analysis.collapse_plots import CollapseCurve, Marker, plot_collapse
-from foundry_ext.analysis.collapse_runs import CONFIG_NAME, METRICS_NAME, CollapseRun, load_run
-from foundry_ext.analysis.model_size import mpt_param_count
+from foundry_ext.collapse.controls import count_parameters, from_foundry_config, weight_decay_for_tau_fraction
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.plots import CollapseCurve, Marker, plot_collapse
+from foundry_ext.collapse.prediction import collapse_residual, final_window_losses, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve, fit_reference
+from foundry_ext.collapse.runs import CONFIG_NAME, METRICS_NAME, CollapseRun, fit_runs, load_run
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.metrics_io import read_metrics
 
@@ -96,7 +96,7 @@ class FamilySpec:
         smoothing (int): Moving-average window (steps) for the reference, the prediction and the monitor.
         fraction_used (float): Training fraction the largest run's final loss is predicted from.
         final_window (float): The measured "final loss" is the mean raw training loss over this last
-            fraction of the run (:func:`~foundry_ext.analysis.collapse.final_window_losses`).
+            fraction of the run (:func:`~foundry_ext.collapse.prediction.final_window_losses`).
         interval (int): ``collapse_monitor.interval``.
         consecutive (int): ``collapse_monitor.consecutive``.
         threshold (float): ``collapse_monitor.threshold``.
@@ -153,7 +153,7 @@ def _member_overrides(spec: FamilySpec, size: ModelSize, seed: int, run_dir: Pat
     """Overrides for one run, except ``optimizer.weight_decay`` (which needs the resolved run length)."""
     model = load_train_config(str(BASE_YAML), [*size.overrides(), *spec.overrides])['model']
     tokens_per_batch = spec.global_batch * int(model['max_seq_len'])
-    steps = max(1, round(spec.tpp * mpt_param_count(model).total / tokens_per_batch))
+    steps = max(1, round(spec.tpp * count_parameters(model).total / tokens_per_batch))
     overrides = [
         f'variables.run_name={run_dir.name}', f'variables.run_dir={run_dir}', f'variables.global_seed={seed}',
         *size.overrides(), f'global_train_batch_size={spec.global_batch}',
@@ -234,8 +234,9 @@ def _metric_at_or_before(path: Path, key: str, step: float) -> Optional[tuple[in
 
 def _prediction_table(spec: FamilySpec, run: CollapseRun, ref: ReferenceCurve) -> list[dict[str, float]]:
     """Predictions from several early fractions: of the final-window mean loss (the headline) and of ``L(T)``."""
+    ref = ref.for_controls(run.controls)  # a reference fitted on several sizes follows the run's
     s, y = smooth_curve(run.curve.steps, run.curve.losses, spec.smoothing)
-    full_curve = predict_final_loss(s, y, run.total_steps, ref).final_loss  # L(T) aligned over the whole run
+    full_curve = predict_final_loss(s, y, run.total_steps, ref, window=None).final_loss  # aligned over the whole run
     rows = []
     for fraction in sorted({0.15, spec.fraction_used, 0.3}):
         keep = s / run.total_steps <= fraction
@@ -251,6 +252,7 @@ def _prediction_table(spec: FamilySpec, run: CollapseRun, ref: ReferenceCurve) -
 def _bad_tau_analysis(spec: FamilySpec, bad: CollapseRun, twin: CollapseRun, ref: ReferenceCurve,
                       bad_dir: Path) -> dict[str, Any]:
     total = bad.total_steps
+    ref = ref.for_controls(twin.controls)  # the controls the bad run was planned with
     flag_step = _first_alert(spec, bad_dir)
     sb, yb = smooth_curve(bad.curve.steps, bad.curve.losses, spec.smoothing)
     st, yt = smooth_curve(twin.curve.steps, twin.curve.losses, spec.smoothing)
@@ -298,11 +300,9 @@ def shape_check(spec: FamilySpec, out_dir: Path, reuse: bool = False) -> str:
 
 
 def fit_family_reference(spec: FamilySpec, runs: Sequence[CollapseRun]) -> ReferenceCurve:
-    """Fits the reference curve on finished family members (same schedule, TPP and tau) as the experiment does."""
-    budget = runs[0].budget
-    assert budget is not None
-    return fit_reference([r.curve for r in runs], runs[0].schedule(), smoothing=spec.smoothing, final_loss='fit',
-                         tau_fraction=budget.tau_fraction, tpp=budget.tpp)
+    """Fits the reference curve on finished family members as the experiment (and ``foundry-ext collapse fit``)
+    does: from the end of the warmup, size-aware across the members' sizes."""
+    return fit_runs(runs, smoothing=spec.smoothing)
 
 
 def run_experiment(
@@ -397,8 +397,8 @@ def _plot(spec: FamilySpec, refs: Sequence[CollapseRun], target: CollapseRun, ba
                   f'{spec.fraction_used:.0%}: {main["predicted"]:.4f} vs {main["actual"]:.4f} ({main["error"]:+.2%})')
     # Both runs normalized as the monitor sees them: by the early-aligned L(T), not their own final loss.
     aligned = [curve(r, label, color, final=collapse_residual(*smooth_curve(r.curve.steps, r.curve.losses,
-                                                                           spec.smoothing), r.total_steps, ref)
-                     .final_loss)
+                                                                           spec.smoothing), r.total_steps,
+                                                              ref.for_controls(twin.controls)).final_loss)
                for r, label, color in ((twin, f'{twin.name} (healthy twin)', 'C0'),
                                        (bad, f'{bad.name} (weight decay x{spec.bad_wd_factor:g})', 'C3'))]
     markers = [Marker(f'{label} t/T={fraction:.2f}', fraction, color)

@@ -48,7 +48,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from foundry_ext.core.metrics_io import LOSS_KEY, Series, lr_series, read_metrics
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metrics_io import Series, lr_series, read_metrics
 from foundry_ext.core.plots import Curve, save_figure
 
 log = logging.getLogger(__name__)

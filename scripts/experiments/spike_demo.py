@@ -1,14 +1,16 @@
-"""Real loss curves for ``loss_spike_monitor``: the demo model trained once normally, once with a provoked spike.
+"""Real loss curves for ``loss_spike_monitor``: the demo model trained once normally, once with provoked faults.
 
 Both runs train ``yamls/wsd.yaml`` (tiny MPT, CPU) with ``loss_spike_monitor`` watching the train loss and the
-eval cross-entropy; the provoked run adds ``lr_jump`` (:class:`~foundry_ext.testing.lr_jump.LRJump`), which
-trains a few batches at a multiple of the scheduled LR. Then ``analyze-loss`` runs over each run's
-``metrics.jsonl``, next to the online events (``loss_events.jsonl`` in the save folder).
+eval cross-entropy; the provoked run adds LR jumps (:class:`~foundry_ext.testing.lr_jump.LRJump`: a few batches at
+a multiple of the scheduled LR, which make real spikes) and batches of random tokens
+(:class:`~foundry_ext.testing.garbage_batch.GarbageBatch`: batch outliers). Then ``analyze-loss`` runs over each
+run's ``metrics.jsonl``, next to the online events (``loss_events.jsonl`` in the save folder).
 
-Run from the repository root; it writes ``docs/spike_real_clean.png`` and ``docs/spike_real_provoked.png`` and
-prints what the detector found online and offline (900 batches of the demo model)::
+Run from the repository root; it writes ``docs/spike_real_provoked.png`` (and ``docs/spike_real_clean.png``
+unless ``--no-clean``) and prints what the detector found online and offline. The run in ``docs/loss_spikes.md``::
 
-    python scripts/experiments/spike_demo.py --max-duration 600 --jump-start 300 --jump-factor 10
+    python scripts/experiments/spike_demo.py --no-clean --max-duration 400 --jump 150:2:5 --jump 220:3:20 \
+        --jump 320:4:60 --garbage 100 scheduler.t_decay=100ba
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from typing import Any, Sequence, Union
 
 from foundry_ext.callbacks.loss_spike_monitor import EVENTS_FILENAME
 from foundry_ext.commands.analyze_loss import LossAnalysis, analyze_loss, format_report
-from foundry_ext.core.metrics_io import LOSS_KEY
+from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.data.tokenizer import BYTE_VOCAB_SIZE
 from foundry_ext.spikes.detector import STATUS_OPEN
-from foundry_ext.testing.lr_jump import register_lr_jump
+from foundry_ext.testing.garbage_batch import GarbageBatch
+from foundry_ext.testing.lr_jump import LRJump
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +38,52 @@ EVAL_KEY = 'metrics/eval/LanguageCrossEntropy'
 
 
 def run_spike_demo(yaml_path: Union[str, Path], out_dir: Union[str, Path] = 'runs/spike-demo',
-                   docs_dir: Union[str, Path] = 'docs', max_duration: int = 600, jump_start: int = 300,
-                   jump_steps: int = 3, jump_factor: float = 10.0,
-                   overrides: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+                   docs_dir: Union[str, Path] = 'docs', max_duration: int = 600,
+                   jumps: Sequence[tuple[int, int, float]] = ((300, 3, 10.0),), garbage: Sequence[int] = (),
+                   overrides: Sequence[str] = (), clean_run: bool = True) -> dict[str, dict[str, Any]]:
     """Trains the clean and the provoked run, analyses both, and writes ``docs/spike_real_{clean,provoked}.png``.
 
-    The provoked run is the clean run resumed from its checkpoint at ``jump_start`` with ``lr_jump`` added: its
-    first ``jump_start`` batches would be the clean run's anyway. Its ``metrics.jsonl`` starts with the clean
-    run's lines up to the checkpoint, and its ``loss_spike_monitor`` continues from the checkpointed state.
+    The provoked run is the clean run resumed from its checkpoint at the first fault, with the faults added: its
+    first batches would be the clean run's anyway. Its ``metrics.jsonl`` starts with the clean run's lines up to
+    the checkpoint, and its ``loss_spike_monitor`` continues from the checkpointed state.
 
     Args:
         yaml_path (str | Path): The demo recipe, ``yamls/wsd.yaml``.
         out_dir (str | Path): Runs go to ``<out_dir>/clean`` and ``<out_dir>/provoked``.
         docs_dir (str | Path): Where the two pictures go.
         max_duration (int): Batches per run.
-        jump_start (int): First batch trained at the raised LR in the provoked run (also the checkpoint interval).
-        jump_steps (int): Batches trained at the raised LR.
-        jump_factor (float): LR multiplier during the jump.
+        jumps (Sequence[tuple[int, int, float]]): LR jumps of the provoked run: (first batch, batches, factor).
+        garbage (Sequence[int]): Batches of the provoked run replaced by random tokens.
         overrides (Sequence[str]): More Foundry-style overrides for both runs.
+        clean_run (bool): Train the clean run too; without it, the provoked run trains from batch 0.
 
     Returns:
         dict[str, dict[str, Any]]: Per run: the offline analyses per stream and the online notifications.
     """
-    register_lr_jump()
+    from llmfoundry.registry import callbacks
+
+    faults = [f'callbacks.lr_jump_{i}={{start: {s}, steps: {n}, factor: {f}}}' for i, (s, n, f) in enumerate(jumps)]
+    faults += [f'callbacks.garbage_batch_{i}={{step: {s}, vocab_size: {BYTE_VOCAB_SIZE}, seed: {i}}}'
+               for i, s in enumerate(garbage)]
+    for name, factory in [*((f'lr_jump_{i}', LRJump) for i in range(len(jumps))),
+                          *((f'garbage_batch_{i}', GarbageBatch) for i in range(len(garbage)))]:
+        if name not in callbacks.get_all():
+            callbacks.register(name, func=factory)
+    first = min([s for s, _, _ in jumps] + list(garbage))
     clean, provoked = Path(out_dir) / 'clean', Path(out_dir) / 'provoked'
     common = [f'max_duration={max_duration}ba', 'eval_interval=25ba', 'eval_subset_num_batches=2',
-              f'save_interval={jump_start}ba', 'save_overwrite=true', 'console_log_interval=100ba',
+              f'save_interval={first}ba', 'save_overwrite=true', 'console_log_interval=100ba',
               'callbacks.loss_spike_monitor.actions.spike=log', *overrides]
-    _train(yaml_path, clean, common)
-    with (clean / 'metrics.jsonl').open() as src:
-        head = [line for line in src if line.strip() and json.loads(line)['step'] <= jump_start]
-    _train(yaml_path, provoked, [
-        *common, f'load_path={clean}/checkpoints/ep0-ba{jump_start}-rank0.pt', f'callbacks.lr_jump.start={jump_start}',
-        f'callbacks.lr_jump.steps={jump_steps}', f'callbacks.lr_jump.factor={jump_factor}'
-    ], metrics_head=head)
+    if not clean_run:
+        _train(yaml_path, provoked, [*common, *faults])
+    else:
+        _train(yaml_path, clean, common)
+        with (clean / 'metrics.jsonl').open() as src:
+            head = [line for line in src if line.strip() and json.loads(line)['step'] <= first]
+        _train(yaml_path, provoked, [*common, f'load_path={clean}/checkpoints/ep0-ba{first}-rank0.pt', *faults],
+               metrics_head=head)
     results = {}
-    for name, run_dir in (('clean', clean), ('provoked', provoked)):
+    for name, run_dir in (('clean', clean), ('provoked', provoked))[0 if clean_run else 1:]:
         metrics = run_dir / 'metrics.jsonl'
         analyses: dict[str, LossAnalysis] = {
             LOSS_KEY: analyze_loss(metrics, LOSS_KEY, out=Path(docs_dir) / f'spike_real_{name}.png',
@@ -123,13 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out-dir', default=str(REPO / 'runs' / 'spike-demo'), help='where the two runs go')
     parser.add_argument('--docs-dir', default=str(REPO / 'docs'), help='where the two PNGs go')
     parser.add_argument('--max-duration', type=int, default=600, help='batches per run (default: 600)')
-    parser.add_argument('--jump-start', type=int, default=300, help='first batch at the raised LR (default: 300)')
-    parser.add_argument('--jump-steps', type=int, default=3, help='batches at the raised LR (default: 3)')
-    parser.add_argument('--jump-factor', type=float, default=10.0, help='LR multiplier (default: 10)')
+    parser.add_argument('--jump', action='append', default=None, metavar='START:STEPS:FACTOR',
+                        help='an LR jump of the provoked run, repeatable (default: 300:3:10)')
+    parser.add_argument('--garbage', type=int, action='append', default=[], metavar='STEP',
+                        help='a batch of random tokens in the provoked run, repeatable')
+    parser.add_argument('--no-clean', action='store_true', help='train only the provoked run, from batch 0')
+    parser.add_argument('overrides', nargs='*', help='Foundry-style overrides for the runs, e.g. scheduler.t_decay=100ba')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(name)s: %(message)s')
-    results = run_spike_demo(REPO / 'yamls' / 'wsd.yaml', args.out_dir, args.docs_dir, args.max_duration,
-                             args.jump_start, args.jump_steps, args.jump_factor)
+    jumps = [(int(s), int(n), float(f)) for s, n, f in (j.split(':') for j in args.jump or ['300:3:10'])]
+    results = run_spike_demo(REPO / 'yamls' / 'wsd.yaml', args.out_dir, args.docs_dir, args.max_duration, jumps,
+                             args.garbage, args.overrides, clean_run=not args.no_clean)
     print(format_demo(results))
     return 0
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from llmfoundry.utils.builders import build_callback
 
-from foundry_ext.analysis.collapse import ReferenceCurve, collapse_residual, predict_final_loss, smooth_curve
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.prediction import collapse_residual, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.callbacks.collapse_monitor import CollapseMonitor
 from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.metrics_io import read_metrics
@@ -114,7 +116,9 @@ def test_non_finite_losses_are_left_out_of_the_curve(family, caplog):
     with caplog.at_level(logging.WARNING, logger='foundry_ext.callbacks.collapse_monitor'):
         trainer.fit()
     assert any('is left out of the curve' in r.getMessage() for r in caplog.records)
-    assert all(np.isfinite(unpack_state(monitor.state_dict())['losses']))
+    state = unpack_state(monitor.state_dict())
+    assert all(np.isfinite([loss for _, loss in state['window']]))
+    assert state['online'] is None or np.isfinite(state['online']['sums']).all()
 
 
 def test_sparse_evaluations_are_aligned_on_every_point_past_warmup(family):
@@ -135,7 +139,7 @@ def test_fit_with_reset_time_starts_a_new_curve(family):
     trainer.fit()
     trainer.fit(duration='100ba', reset_time=True)  # a new run on the same trainer: its steps start at 0 again
     assert [int(ts.batch) for ts, _ in memory.data['collapse/residual_z']] == [60, 90, 100] * 2
-    assert len(unpack_state(monitor.state_dict())['steps']) == 4  # evaluations at 30, 60, 90, 100 of the new run
+    assert unpack_state(monitor.state_dict())['evaluations'] == 4  # at 30, 60, 90, 100 of the new run
 
 
 def test_a_schedule_that_peaks_below_one_is_compared_by_its_shape(family, caplog):
@@ -160,3 +164,14 @@ def test_settings_that_would_never_log_are_refused_before_training(family, kwarg
     with pytest.raises(ValueError, match=r'callbacks.collapse_monitor: with interval=.* fewer than 2 evaluations'):
         trainer.fit()
     assert int(trainer.state.timestamp.batch) == 0
+
+
+def test_the_state_stays_bounded_however_long_the_run(family):
+    # The history of every evaluation is gone: only the early-align sums and the prediction window stay.
+    sizes = []
+    for batches in (60, 240):
+        monitor = CollapseMonitor(str(family[1]), interval=1)
+        tiny_trainer(None, f'{batches}ba', callbacks=[monitor], batches=batches).fit()
+        assert unpack_state(monitor.state_dict())['evaluations'] == batches - (monitor.smoothing - 1)
+        sizes.append(len(str(monitor.state_dict())))
+    assert sizes[1] < 1.2 * sizes[0], f'the checkpointed state grew from {sizes[0]} to {sizes[1]} characters'

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from foundry_ext.callbacks.loss_spike_monitor import LossSpikeMonitor
 from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.metrics_io import read_metrics
-from foundry_ext.spikes.detector import (DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, SPIKE,
-                                         STATUS_OPEN, detect_events)
+from foundry_ext.data.fingerprints import row_fingerprints
+from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING,
+                                         SPIKE, STATUS_OPEN, detect_events)
 from tests.conftest import REPO, foundry_run
 
 BATCH = 64
@@ -62,6 +63,7 @@ def _data(flip: np.ndarray, label_noise: np.ndarray, seed: int = 0) -> TensorDat
 
 def _spiky_data() -> TensorDataset:
     flip = np.zeros(N_BATCHES)
+    flip[70] = 1.0  # one bad batch: an outlier
     flip[100:103] = 1.0
     flip[180:240] = 0.35
     flip[320:] = 0.3
@@ -79,7 +81,8 @@ def _trainer(data: TensorDataset, monitor: LossSpikeMonitor, **kwargs) -> Traine
 
 
 def _classified(records, stream=LOSS):
-    return [(r['kind'], r['onset_step']) for r in records if r['stream'] == stream and r['status'] != STATUS_OPEN]
+    return [(r['kind'], r['onset_step']) for r in records
+            if r['stream'] == stream and r['status'] != STATUS_OPEN and r['kind'] != BATCH_OUTLIER]
 
 
 def _assert_spikes(records):
@@ -106,7 +109,8 @@ def test_classifies_real_spikes_on_every_stream_and_logs_them(tmp_path):
     assert [r['kind'] for r in opened] == [SPIKE] * 3 and all(r['action'] == 'log' for r in monitor.events)
     # Online equals offline: the same detector over the logged all-reduced losses finds the same events.
     timestamps, losses = zip(*memory.data[LOSS])
-    offline = detect_events([int(t.batch) for t in timestamps], losses, **DETECTOR)
+    offline = [e for e in detect_events([int(t.batch) for t in timestamps], losses, **DETECTOR)
+               if e.kind != BATCH_OUTLIER]
     assert [(e.kind, e.onset_step) for e in offline] == _classified(monitor.events)
 
     # The eval cross-entropy is a stream of its own, fed one point per evaluation at the eval's step.
@@ -116,7 +120,14 @@ def test_classifies_real_spikes_on_every_stream_and_logs_them(tmp_path):
     assert all(r['detect_step'] % 20 == 0 for r in monitor.events if r['stream'] == eval_stream)
 
     lines = [json.loads(line) for line in (tmp_path / 'spiky' / 'events.jsonl').read_text().splitlines()]
-    assert lines == monitor.events
+    assert [line for line in lines if line['kind'] != BATCH_OUTLIER] == monitor.events
+    # The one bad batch (all labels flipped) is an outlier, in the file and the loggers only, with its 64 samples.
+    outliers = [line for line in lines if line['kind'] == BATCH_OUTLIER]
+    [outlier] = [o for o in outliers if o['stream'] == LOSS]
+    assert outlier['above_steps'] == [70] and outlier['batches'][0]['sample_range'] == [70 * BATCH, 71 * BATCH]
+    assert outlier['batches'][0]['fingerprints'] == row_fingerprints(_spiky_data().tensors[0][70 * BATCH:
+                                                                                               71 * BATCH]).tolist()
+    assert monitor.outliers[LOSS] == 1 and memory.data[f'loss_spike/{LOSS}/{BATCH_OUTLIER}'][-1][1] == 1
     heights = [v for _, v in memory.data[f'loss_spike/{LOSS}/height']]
     assert len(heights) == 6 and min(heights) > 1.0  # every spike here more than doubles the loss
     assert [v for _, v in memory.data[f'loss_spike/{LOSS}/open']] == [1, 0, 1, 0, 1, 0]
@@ -152,7 +163,7 @@ def test_stop_ends_training_and_names_the_checkpoint_before_the_onset(tmp_path, 
     assert len(message) == 1 and 'slow_recovering' in message[0] and 'ep0-ba150-rank0.pt' in message[0]
     # Without events_path, the events go next to the checkpoints.
     lines = (tmp_path / 'ckpt' / 'loss_events.jsonl').read_text().splitlines()
-    assert [json.loads(line) for line in lines] == monitor.events
+    assert [r for r in map(json.loads, lines) if r['kind'] != BATCH_OUTLIER] == monitor.events
 
 
 def test_stop_keeps_the_rollback_checkpoint_out_of_the_rotation(tmp_path):
@@ -189,18 +200,26 @@ def test_resume_continues_detection_exactly(tmp_path):
     first = _trainer(_spiky_data(), uninterrupted, save_folder=str(tmp_path / 'a'), save_interval='200ba')
     first.fit()
     first.close()
+    full_file = (tmp_path / 'a' / 'loss_events.jsonl').read_text()
+    assert any(json.loads(line)['kind'] == BATCH_OUTLIER for line in full_file.splitlines())
     checkpoint = tmp_path / 'a' / 'ep0-ba200-rank0.pt'
     # At batch 200 the slow spike (onset ~180) is open: the checkpoint must carry it.
     saved = unpack_state(torch.load(checkpoint, weights_only=False)['state']['callbacks']['LossSpikeMonitor'])
     assert saved['detectors'][LOSS]['spike'] is not None and saved['events'][-1]['status'] == STATUS_OPEN
 
-    resumed = LossSpikeMonitor(detector=DETECTOR)
+    # As after a kill past the checkpoint: the file holds lines of steps after it, which the resume replays.
+    events_file = tmp_path / 'b' / 'loss_events.jsonl'
+    events_file.parent.mkdir()
+    events_file.write_text(full_file)
+    resumed = LossSpikeMonitor(detector=DETECTOR, events_path=str(events_file))
     second = _trainer(_spiky_data(), resumed, load_path=str(checkpoint))
     second.fit()
     second.close()
     _assert_spikes(resumed.events)
     assert resumed.events == uninterrupted.events
     assert resumed.state_dict() == uninterrupted.state_dict()
+    # The batch outlier before the checkpoint (not in the checkpointed events) is kept, once, in its place.
+    assert events_file.read_text() == full_file
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -214,6 +233,7 @@ def test_resume_continues_detection_exactly(tmp_path):
     ({'eval_detector': {'recover_window': 0}}, r'eval_detector\.recover_window=0 must be finite and > 0'),
     ({'actions': {'spiky': 'stop'}}, r"actions\.spiky='stop': unknown event kind\. Kinds: spike, fast_recovering"),
     ({'actions': {'divergence': 'raise'}}, r"actions\.divergence='raise' must be one of log, stop"),
+    ({'actions': {'batch_outlier': 'stop'}}, r"actions\.batch_outlier='stop': batch outliers .* never a reason to stop"),
     ({'events_path': ''}, r"events_path='' must be a file path"),
 ])
 def test_bad_config_names_the_key_and_the_fix(kwargs, match):
@@ -221,19 +241,35 @@ def test_bad_config_names_the_key_and_the_fix(kwargs, match):
         LossSpikeMonitor(**kwargs)
 
 
-def test_foundry_yaml_run_detects_an_lr_jump_spike(tmp_path):
-    """Through train_from_yaml and the entry point: the demo MPT, with a 30x LR jump for 3 batches."""
+def test_foundry_yaml_run_detects_an_lr_jump_spike_and_a_garbage_batch(tmp_path):
+    """Through train_from_yaml and the entry point: the demo MPT, with one batch of random tokens at step 40 (a batch
+    outlier) and a 30x LR jump for 3 batches from step 60 (a spike)."""
     from foundry_ext.commands.analyze_loss import analyze_loss
+    from foundry_ext.testing.garbage_batch import garbage_tokens, register_garbage_batch
     from foundry_ext.testing.lr_jump import register_lr_jump
 
     register_lr_jump()
+    register_garbage_batch()
     detector = {'warmup_steps': 30, 'fast_recovery_steps': 20, 'max_follow_steps': 40}
     _, metrics = foundry_run(tmp_path, [
         'max_duration=110ba', 'scheduler.t_warmup=10ba', 'scheduler.t_decay=10ba', 'save_interval=50ba',
         *(f'callbacks.loss_spike_monitor.detector.{k}={v}' for k, v in detector.items()),
         'callbacks.lr_jump.start=60', 'callbacks.lr_jump.steps=3', 'callbacks.lr_jump.factor=30',
+        'callbacks.garbage_batch.step=40', 'callbacks.garbage_batch.vocab_size=258',
     ], metrics=None)
-    online = [json.loads(line) for line in (tmp_path / 'checkpoints' / 'loss_events.jsonl').read_text().splitlines()]
+    lines = (tmp_path / 'checkpoints' / 'loss_events.jsonl').read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    # The garbage batch: one outlier, reported at the next batch, naming the samples; counted, not a spike.
+    [outlier] = [r for r in records if r['kind'] == BATCH_OUTLIER]
+    assert outlier['above_steps'] == [40] and outlier['recovered_step'] == 41 and outlier['height'] > 1.0
+    assert outlier['action'] == 'log' and outlier['stream'] == LOSS
+    [batch] = outlier['batches']
+    assert batch['epoch'] == 0 and batch['sample_range'] == [40 * 16, 41 * 16]
+    assert batch['fingerprints'] == row_fingerprints(garbage_tokens((16, 128), 258, seed=0)).tolist()
+    steps, counts = metrics[f'loss_spike/{LOSS}/batch_outlier']
+    assert steps.tolist() == [42] and counts.tolist() == [1]  # logged at the batch count after the confirmation
+    assert metrics[f'loss_spike/{LOSS}/outliers_per_1k'][1].tolist() == [pytest.approx(1000 / 42)]
+    online = [r for r in records if r['kind'] != BATCH_OUTLIER]
     assert online[0]['kind'] == SPIKE and 60 <= online[0]['onset_step'] <= 62
     assert f'loss_spike/{LOSS}/height' in metrics
     # analyze-loss over the exported metrics finds what the callback found online.
@@ -241,6 +277,7 @@ def test_foundry_yaml_run_detects_an_lr_jump_spike(tmp_path):
     # Classified within max_follow_steps (the kind is what this tiny model does: at 30x it does not fully recover).
     assert len(_classified(online)) >= 1
     assert _classified(online) == [(e.kind, e.onset_step) for e in offline.events if e.status != 'truncated']
+    assert [e.above_steps for e in offline.outliers] == [[40]]
     assert read_metrics(tmp_path / 'metrics.jsonl')[LOSS][0][-1] == 109
 
 
@@ -282,3 +319,32 @@ def test_stop_is_agreed_on_by_all_ranks(tmp_path):
     assert 'because rank(s) [1] decided to' in outputs[0] and 'STOPPING TRAINING after step' in outputs[1]
     assert 'fast_recovering event on loss/train/total' in outputs[1]
     assert (tmp_path / 'events-0.jsonl').exists() and not (tmp_path / 'events-1.jsonl').exists()
+    lines = [json.loads(line) for line in (tmp_path / 'events-0.jsonl').read_text().splitlines()]
+    [outlier] = [r for r in lines if r['kind'] == BATCH_OUTLIER]
+    rows = _spiky_data().tensors[0][70 * BATCH:71 * BATCH]  # both ranks' samples of batch 70, gathered by rank
+    by_rank = [row_fingerprints(rows[rank::2]).tolist() for rank in range(2)]
+    assert outlier['above_steps'] == [70] and outlier['batches'][0]['fingerprints'] == by_rank[0] + by_rank[1]
+
+
+class _NoSyncMonitor(LossSpikeMonitor):
+    """Keeps each batch's identity with CUDA's sync debug mode on: any device-to-host synchronisation raises."""
+
+    def _keep_batch(self, state, step):
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            super()._keep_batch(state, step)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+
+
+@pytest.mark.gpu
+def test_keeping_batch_identities_does_not_synchronise_the_gpu():
+    data = _spiky_data()
+    on_gpu = TensorDataset(*(tensor.cuda() for tensor in data.tensors))  # the batch stays on the device
+    row_fingerprints(on_gpu.tensors[0][:BATCH])  # the hash weights are built once, outside the check
+    monitor = _NoSyncMonitor(detector=DETECTOR)
+    trainer = _trainer(on_gpu, monitor, device='gpu')
+    trainer.fit()
+    [outlier] = [e for e in monitor.outliers.items()]
+    assert outlier == (LOSS, 1)
+    assert all(fp.is_cuda for fp, _, _ in monitor._batches.values())

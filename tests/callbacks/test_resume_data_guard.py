@@ -6,8 +6,9 @@ import torch
 from composer.loggers import InMemoryLogger
 from torch.utils.data import DataLoader
 
-from foundry_ext.callbacks.resume_data_guard import ResumeDataError, ResumeDataGuard, row_fingerprints
+from foundry_ext.callbacks.resume_data_guard import ResumeDataError, ResumeDataGuard
 from foundry_ext.core.checkpoint_state import unpack_state
+from foundry_ext.data.fingerprints import row_fingerprints
 from tests.conftest import foundry_run, tiny_trainer
 
 LOGGER = 'foundry_ext.callbacks.resume_data_guard'
@@ -234,7 +235,7 @@ def test_fingerprints_are_the_same_on_gpu():
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    ({'on_violation': 'stop'}, r"callbacks\.resume_data_guard\.on_violation='stop' is not one of warn, error"),
+    ({'on_violation': 'stop'}, r"callbacks\.resume_data_guard\.on_violation='stop' must be one of warn, error"),
     ({'check_batches': 0}, r'callbacks\.resume_data_guard\.check_batches=0 must be an integer >= 1'),
     ({'history': 2.5}, r'callbacks\.resume_data_guard\.history=2\.5 must be an integer >= 1'),
     ({'max_repeated_fraction': 1}, r'callbacks\.resume_data_guard\.max_repeated_fraction=1 must be a number in'),

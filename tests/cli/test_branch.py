@@ -62,11 +62,16 @@ def test_branch_refuses_the_main_folder_bad_steps_and_non_wsd(tmp_path):
     from typer.testing import CliRunner
 
     from foundry_ext.cli.main import app
-    for at in ('abc', ','):
+    for at, message in (('abc', "'abc' is not a whole number of batches"), (',', 'names no step'),
+                        ('12tok', "'12tok' is in 'tok', but steps are batches")):
         result = CliRunner().invoke(app, ['branch', DEMO_YAML, '--from', ckpts, '--at', at, '--decay', '8ba'])
-        assert result.exit_code == 2 and 'give whole step numbers' in result.output
+        assert result.exit_code == 2 and message in result.output, result.output
     result = CliRunner().invoke(app, ['branch', DEMO_YAML, '--from', ckpts, '--at', '12,12', '--decay', '8ba'])
     assert result.exit_code == 2 and 'names a step twice' in result.output
+    # --at and --decay written the same way, with a unit: both accepted.
+    result = CliRunner().invoke(app, ['branch', DEMO_YAML, *base, '--from', ckpts, '--at', '12ba', '--decay', '8ba',
+                                      '--dry-run'])
+    assert result.exit_code == 0 and 'max_duration=20ba' in result.output, result.output
     # Refused before any branch trains: a step inside the main run's warmup would decay from below the peak.
     with pytest.raises(ValueError, match=r'--at 12: the main run was still warming up there \(scheduler.t_warmup=20ba'):
         plan_branch(DEMO_YAML, ckpts, 12, '8ba', overrides=[*base, 'scheduler.t_warmup=20ba'])

@@ -10,9 +10,12 @@ import matplotlib.image as mpimg
 import pytest
 from typer.testing import CliRunner
 
-from foundry_ext.analysis.collapse import ReferenceCurve, final_window_losses, predict_final_loss, smooth_curve
+from foundry_ext.collapse.curves import smooth_curve
+from foundry_ext.collapse.prediction import final_window_losses, predict_final_loss
+from foundry_ext.collapse.reference import ReferenceCurve
 from foundry_ext.cli.main import app
-from scripts.experiments.collapse_family import BASE_YAML
+from foundry_ext.core.metric_names import EVAL_CROSS_ENTROPY
+from scripts.experiments.collapse_family import BASE_YAML, REPO
 from tests.collapse_family_runs import SPEC, reference_family
 
 
@@ -50,12 +53,12 @@ def test_tau_counts_the_schedule_peak_and_refuses_typos():
     assert _number(r'optimizer.weight_decay=([\d.e-]+)', result.output) == pytest.approx(2 / (0.25 * 1000))
     assert _invoke('tau', str(BASE_YAML), '--targt', '0.25').exit_code == 2
     result = _invoke('tau', str(BASE_YAML), 'max_duration=1000ba', '0.25')
-    assert result.exit_code == 1 and "error: '0.25' is not an override: write key=value" in result.output
+    assert result.exit_code == 2 and "error: '0.25' is not an override: write key=value" in result.output
 
 
 def test_tau_reports_a_duration_it_cannot_convert():
     result = _invoke('tau', str(BASE_YAML), 'max_duration=2ep')
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "error: max_duration='2ep' is in 'ep'" in result.output
 
 
@@ -100,19 +103,19 @@ def test_fit_predict_and_plot_real_runs(family, tmp_path):
     assert image.shape[1] > 2 * image.shape[0] and image.std() > 0.01
 
     result = _invoke('fit', str(folders[0]), str(partial), '-o', str(tmp_path / 'x.json'))
-    assert result.exit_code == 1 and "runs ['partial'] did not log a loss at their last step" in result.output
+    assert result.exit_code == 2 and "runs ['partial'] did not log a loss at their last step" in result.output
     result = _invoke('plot', str(partial), '-o', str(tmp_path / 'y.png'))
-    assert result.exit_code == 1 and 'partial is unfinished: pass --ref' in result.output
+    assert result.exit_code == 2 and 'partial is unfinished: pass --ref' in result.output
 
 
 def test_missing_files_and_all_nan_runs_are_one_line_errors(family, tmp_path):
     result = _invoke('tau', str(tmp_path / 'missing.yaml'))
-    assert result.exit_code == 1 and 'missing.yaml' in result.output and 'error: 2' not in result.output
+    assert result.exit_code == 2 and 'missing.yaml' in result.output and 'error: 2' not in result.output
     nan_run = tmp_path / 'nan'
     nan_run.mkdir()
     (nan_run / 'metrics.jsonl').write_text(''.join(f'{{"step": {s}, "loss/train/total": NaN}}\n' for s in range(5)))
     result = _invoke('fit', str(nan_run), '-o', str(tmp_path / 'ref.json'))
-    assert result.exit_code == 1 and 'has no finite loss/train/total value' in result.output
+    assert result.exit_code == 2 and 'has no finite loss/train/total value' in result.output
 
 
 def test_fit_creates_the_output_folder(family, tmp_path):
@@ -121,3 +124,22 @@ def test_fit_creates_the_output_folder(family, tmp_path):
     result = _invoke('fit', *(str(ref_path.parent / f'ref-s{seed}') for seed in SPEC.seeds), '-o', str(out))
     assert result.exit_code == 0, result.output
     assert ReferenceCurve.from_json(out.read_text()).smoothing == 25
+
+
+def test_fit_and_predict_runs_of_another_trainer_from_their_run_json(tmp_path):
+    # W&B exports of a real family (data/lr_scheduling_families): metrics.csv with an eval loss every 200 steps and
+    # a run.json with the controls. No config.yaml, no training.
+    data = REPO / 'data' / 'lr_scheduling_families' / 'slimpajama-cosine'
+    refs = [data / name for name in ('33m-7000ba-lr0.002', '53m-11250ba-lr0.002', '60m-12500ba-lr0.002')]
+    out = tmp_path / 'ref.json'
+    result = _invoke('fit', *map(str, refs), '-o', str(out), '--loss-key', EVAL_CROSS_ENTROPY)
+    assert result.exit_code == 0, result.output
+    assert 'size-aware' in result.output and 'smoothing 1' in result.output
+    big = str(data / '360m-37500ba-lr0.001')
+    result = _invoke('predict', big, '--ref', str(out), '--fraction', '0.1', '--loss-key', EVAL_CROSS_ENTROPY)
+    assert result.exit_code == 0, result.output
+    assert 'reference runs weighed' in result.output
+    assert abs(_number(r'error ([+-][\d.]+)%', result.output)) < 5
+    result = _invoke('predict', big, '--ref', str(out), '--fraction', '0.01', '--loss-key', EVAL_CROSS_ENTROPY)
+    assert result.exit_code == 2 and 'need at least 2 logged points' in result.output
+    assert 'use a fraction of at least that' in result.output

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from foundry_ext.core.errors import ConfigError
-from foundry_ext.core.metric_names import find_lr_key
-from foundry_ext.core.metrics_io import LOSS_KEY, lr_series, read_metric, read_run, resolve_run
+from foundry_ext.core.metric_names import LOSS_KEY, find_lr_key
+from foundry_ext.core.metrics_io import lr_series, read_metric, read_run, resolve_run
 
 NAME = 'mlflow-demo'
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from foundry_ext.analysis.collapse_runs import load_run
+from foundry_ext.collapse.runs import load_run
 from scripts.experiments.collapse_family import shape_check
 from tests.collapse_family_runs import SPEC
 

@@ -42,3 +42,27 @@ def test_units_must_be_comparable():
         check_same_unit({'a': ba, 'b': tok})
     # A zero length is zero in any unit: the defaults `0ba` must not clash with a schedule in tokens.
     assert check_same_unit({'t_warmup': Time(0, TimeUnit.BATCH), 't_decay': tok}) == TimeUnit.TOKEN
+
+
+def test_parse_steps_takes_bare_batches_and_ba():
+    from foundry_ext.schedulers.time_spec import parse_steps
+
+    assert parse_steps('400', '--at') == [400]
+    assert parse_steps('200ba, 400,600ba', '--at') == [200, 400, 600]
+
+
+@pytest.mark.parametrize('value,message', [
+    ('', 'names no step'),
+    ('400tok', "'400tok' is in 'tok', but steps are batches"),
+    ('2ep', "'2ep' is in 'ep', but steps are batches"),
+    ('1.5', "'1.5' is not a whole number of batches"),
+    ('-3', "'-3' is not a whole number of batches"),
+    ('200,abc', "'abc' is not a whole number of batches"),
+    ('200,200ba', 'names a step twice'),
+])
+def test_parse_steps_refuses_other_units_and_garbage_naming_the_option(value, message):
+    from foundry_ext.core.errors import ConfigError
+    from foundry_ext.schedulers.time_spec import parse_steps
+
+    with pytest.raises(ConfigError, match=r'--at=.*' + message.replace('.', r'\.')):
+        parse_steps(value, '--at')

@@ -103,7 +103,7 @@ def test_batch_k_trains_at_alpha_k_minus_1_through_the_real_trainer():
     ({}, 'scheduler.t_decay is required'),
     ({'t_decay': '10ba', 'alpha_f': 1.5}, 'scheduler.alpha_f=1.5 must be a number in [0, 1]'),
     ({'t_decay': '10ba', 'alpha_i': -0.1}, 'scheduler.alpha_i=-0.1'),
-    ({'t_decay': '10ba', 'decay_shape': 'exp'}, "scheduler.decay_shape='exp' is not a known shape"),
+    ({'t_decay': '10ba', 'decay_shape': 'exp'}, "scheduler.decay_shape='exp' must be one of"),
     ({'t_decay': '10ba', 'warmup_shape': '1-square'}, "scheduler.warmup_shape='1-square'"),
     ({'t_decay': '10ba', 't_warmup': '5tok'}, 'must share one unit'),
 ])

@@ -7,11 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from foundry_ext.spikes.detector import (DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING,
-                                         SPIKE, STATUS_OPEN, STATUS_RESOLVED, STATUS_TRUNCATED, LossEvent,
-                                         SpikeDetector, detect_events, run_detector)
+from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
+                                         RECOVERING_KINDS, SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED,
+                                         STATUS_TRUNCATED, LossEvent, SpikeDetector, TrendCurve, detect_events,
+                                         run_detector)
 from foundry_ext.spikes.evaluation import evaluate, format_markdown, kill_loss_spike_rule, olmo_sigma_rule
-from foundry_ext.spikes.synthetic import CurveBase, EventSpec, make_curve, random_labeled_suite
+from foundry_ext.spikes.synthetic import (NOISE_FAMILIES, CurveBase, EventSpec, Schedule, make_curve,
+                                          random_labeled_suite)
 
 BASE = CurveBase(l_inf=2.0, amplitude=60.0, t0=1000.0, alpha=0.5)
 # Curves are windows from the middle of a run unless a test needs the start of training.
@@ -28,6 +30,15 @@ def _stream(detector, steps, losses):
     for step, loss in zip(steps.tolist(), losses.tolist()):
         events.extend(detector.update(step, loss))
     return events
+
+
+def _fed(detector, steps, losses):
+    """Feeds a series in one call (vectorised); every event reported, open notifications included."""
+    return [event for _, event in detector.feed(steps, losses)]
+
+
+def _spikes(events):
+    return [e for e in events if e.kind != BATCH_OUTLIER]
 
 
 KIND_CASES = {
@@ -49,7 +60,7 @@ def test_each_kind_is_detected_and_classified(kind, seed, noise):
     spec = KIND_CASES[kind]
     steps, losses, _ = _curve([spec], noise=noise, seed=seed)
 
-    events = detect_events(steps, losses)
+    events = _spikes(detect_events(steps, losses))
 
     assert [e.kind for e in events] == [kind]
     event = events[0]
@@ -62,7 +73,7 @@ def test_each_kind_is_detected_and_classified(kind, seed, noise):
         return
     assert event.status == STATUS_RESOLVED
     assert abs(event.onset_step - spec.onset_step) <= 2
-    assert event.threshold_step <= event.detect_step <= event.threshold_step + 5
+    assert event.detect_step == event.threshold_step + 2  # the third point above the threshold
     assert event.detect_step <= spec.peak_step + 5
     assert event.height == pytest.approx(spec.height, rel=0.25)
     if kind == FAST_RECOVERING:
@@ -79,14 +90,14 @@ def test_each_kind_is_detected_and_classified(kind, seed, noise):
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_no_events_on_clean_curves(noise, start, seed):
     steps, losses, _ = _curve(n_steps=8000, noise=noise, seed=seed, start=start)
-    assert detect_events(steps, losses) == []
+    assert _spikes(detect_events(steps, losses)) == []
 
 
 @pytest.mark.parametrize('noise', [0.005, 0.01, 0.03])
 def test_sigma_tracks_the_noise(noise):
     steps, losses, _ = _curve(n_steps=3000, noise=noise, autocorr=0.0)
     detector = SpikeDetector()
-    _stream(detector, steps, losses)
+    _fed(detector, steps, losses)
     assert detector.sigma == pytest.approx(noise, rel=0.15)
 
 
@@ -95,36 +106,62 @@ def test_downward_outliers_do_not_hide_spikes():
     spec = EventSpec(FAST_RECOVERING, START + 3000, height=0.2, recovery_steps=20)
     steps, losses, _ = _curve([spec], n_steps=4000, noise=0.02, autocorr=0.0)
     losses[205::20] *= 0.7
-    events = detect_events(steps, losses)
+    events = _spikes(detect_events(steps, losses))
     assert [(e.kind, e.onset_step) for e in events] == [(FAST_RECOVERING, spec.onset_step)]
 
 
-def test_spikes_open_at_the_threshold_crossing():
+def test_spikes_open_at_the_third_point_above_the_threshold():
     specs = [
         EventSpec(FAST_RECOVERING, START + 500 + 400 * i, height=height, rise_steps=rise, recovery_steps=30)
-        for i, (height, rise) in enumerate([(0.15, 1), (0.15, 3), (0.3, 1), (0.3, 3), (1.0, 1), (1.0, 3)])
+        for i, (height, rise) in enumerate([(0.3, 1), (0.3, 3), (1.0, 1), (1.0, 3)])
     ]
-    steps, losses, _ = _curve(specs, n_steps=3500, noise=0.01)
+    steps, losses, _ = _curve(specs, n_steps=2500, noise=0.01)
     detector = SpikeDetector()
-    opened, crossing, spike_open = [], None, False
+    opened, above = [], []
     for step, loss in zip(steps.tolist(), losses.tolist()):
-        threshold = detector.spike_threshold(step)
-        events = detector.update(step, loss)
-        if not spike_open and crossing is None and loss > threshold:
-            crossing = step
-        for event in events:
-            if event.status == STATUS_OPEN:
-                opened.append((crossing, event))
-                crossing, spike_open = None, True
-            else:
-                spike_open = False
+        if loss > detector.spike_threshold(step) and detector._spike is None:
+            above.append(step)
+        opened += [e for e in detector.update(step, loss) if e.status == STATUS_OPEN]
 
-    assert len(opened) == len(specs)
-    for (crossing, event), spec in zip(opened, specs):
-        assert event.kind == SPIKE
-        assert event.threshold_step == crossing
-        assert event.detect_step - crossing <= 5
-        assert spec.onset_step <= event.detect_step <= spec.peak_step + 5
+    assert [e.kind for e in opened] == [SPIKE] * len(specs)
+    for event, spec in zip(opened, specs):
+        crossing = min(s for s in above if s >= spec.onset_step)
+        assert event.threshold_step == crossing and event.detect_step == crossing + 2
+        assert {crossing, crossing + 1, crossing + 2} <= set(above)
+        assert spec.onset_step <= event.threshold_step <= spec.peak_step + 2
+
+
+@pytest.mark.parametrize('points', [1, 2])
+def test_one_or_two_bad_batches_are_outliers_not_spikes(points):
+    steps, losses, _ = _curve(n_steps=3000, noise=0.01)
+    for at in (1000, 1700, 2400):
+        losses[at:at + points] *= 1.6
+    events = detect_events(steps, losses)
+    assert [e.kind for e in events] == [BATCH_OUTLIER] * 3
+    for event, at in zip(events, (1000, 1700, 2400)):
+        first = int(steps[at])
+        assert event.above_steps == list(range(first, first + points))
+        assert event.onset_step == event.threshold_step == first and event.recovered_step == first + points
+        assert event.detect_step == first + points and event.steps_to_recover == points
+        assert event.height == pytest.approx(0.6, abs=0.05) and abs(event.level_shift) < 0.05
+
+
+def test_three_bad_batches_are_a_spike():
+    steps, losses, _ = _curve(n_steps=3000, noise=0.01)
+    losses[1000:1003] *= 1.6
+    [event] = detect_events(steps, losses)
+    assert event.kind == FAST_RECOVERING and event.onset_step == int(steps[1000])
+    assert event.detect_step == int(steps[1002])
+
+
+def test_an_outlier_does_not_move_the_trend_or_the_noise():
+    steps, losses, _ = _curve(n_steps=2000, noise=0.01, autocorr=0.0)
+    clean, spiky = SpikeDetector(), SpikeDetector()
+    clean.feed(steps, losses)
+    losses[1500] *= 3.0
+    spiky.feed(steps, losses)
+    assert spiky.sigma == pytest.approx(clean.sigma, rel=0.02)
+    assert spiky.trend_loss(int(steps[-1]) + 1) == pytest.approx(clean.trend_loss(int(steps[-1]) + 1), rel=2e-3)
 
 
 @pytest.mark.parametrize('cut_offset', [50, 820, 1900, 3001, 4500])
@@ -138,14 +175,15 @@ def test_resume_from_json_state_matches_uninterrupted_stream(cut_offset):
     losses[3000] = np.nan
     cut = cut_offset + 1
 
+    losses[cut - 2:cut] *= 1.8  # the checkpoint falls inside a run of points above the threshold
     uninterrupted = SpikeDetector()
-    expected = _stream(uninterrupted, steps, losses) + uninterrupted.finalize(int(steps[-1]))
+    expected = _fed(uninterrupted, steps, losses) + uninterrupted.finalize(int(steps[-1]))
 
     first = SpikeDetector()
-    events = _stream(first, steps[:cut], losses[:cut])
+    events = _fed(first, steps[:cut], losses[:cut])
     resumed = SpikeDetector()
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict(), allow_nan=False)))
-    events += _stream(resumed, steps[cut:], losses[cut:]) + resumed.finalize(int(steps[-1]))
+    events += _fed(resumed, steps[cut:], losses[cut:]) + resumed.finalize(int(steps[-1]))
 
     assert [e.to_dict() for e in events] == [e.to_dict() for e in expected]
     assert {e.kind for e in expected} >= {FAST_RECOVERING, SLOW_RECOVERING, DIVERGENCE}
@@ -157,7 +195,7 @@ def test_state_dict_is_json_and_bounded():
     detector = SpikeDetector()
     sizes = []
     for chunk in np.array_split(np.arange(len(steps)), 6):
-        _stream(detector, steps[chunk], losses[chunk])
+        _fed(detector, steps[chunk], losses[chunk])
         sizes.append(len(json.dumps(detector.state_dict(), allow_nan=False)))
     assert max(sizes) < 20_000
     assert max(sizes[1:]) < 1.1 * min(sizes[1:])
@@ -212,17 +250,33 @@ def test_keeps_detecting_after_many_windows():
     assert [(e.kind, e.onset_step) for e in events] == [(FAST_RECOVERING, onset) for onset in onsets]
 
 
-def test_finalize_classifies_events_still_open():
+def test_finalize_never_calls_an_unrecovered_spike_recovering():
+    # Cut mid-recovery, 700 steps in: the loss has come down, but not back within the tolerance.
     slow = EventSpec(SLOW_RECOVERING, START + 1000, height=0.6, recovery_steps=1200, recovery_curvature=0.5)
     shift = EventSpec(NOT_RECOVERING, START + 1000, height=0.5, recovery_steps=20, level_shift=0.25)
-    for spec, kind, n_steps in [(slow, SLOW_RECOVERING, 1700), (shift, NOT_RECOVERING, 1400)]:
+    for spec, n_steps in [(slow, 1700), (shift, 1400)]:
         steps, losses, _ = _curve([spec], n_steps=n_steps, noise=0.01)
-        events = detect_events(steps, losses)
-        assert [(e.kind, e.status) for e in events] == [(kind, STATUS_TRUNCATED)]
+        [event] = _spikes(detect_events(steps, losses))
+        assert (event.kind, event.status, event.recovered_step) == (NOT_RECOVERING, STATUS_TRUNCATED, None)
+        assert event.level_shift > 0.03
+    # Cut after the recovery began but before it was confirmed: recovered, dated where it began.
+    steps, losses, _ = _curve([slow], n_steps=2300, noise=0.01)
+    full = _spikes(detect_events(steps, losses))[0]
+    cut = int(np.searchsorted(steps, full.recovered_step)) + 8
+    [event] = _spikes(detect_events(steps[:cut], losses[:cut]))
+    assert (event.kind, event.status, event.recovered_step) == (SLOW_RECOVERING, STATUS_TRUNCATED, full.recovered_step)
+
+
+def test_finalize_reports_a_pending_outlier():
+    steps, losses, _ = _curve(n_steps=1000, noise=0.01)
+    losses[-1] *= 2.0
+    [event] = detect_events(steps, losses)
+    assert (event.kind, event.status, event.above_steps) == (BATCH_OUTLIER, STATUS_TRUNCATED, [int(steps[-1])])
 
 
 def test_detect_events_is_the_streaming_path():
-    steps, losses, _ = _curve([KIND_CASES[FAST_RECOVERING], KIND_CASES[DIVERGENCE]], noise=0.01)
+    steps, losses, _ = _curve([KIND_CASES[FAST_RECOVERING], KIND_CASES[DIVERGENCE]], n_steps=3500, noise=0.01)
+    losses[700] *= 1.7
     detector = SpikeDetector(z_threshold=5.0)
     streamed = [e for e in _stream(detector, steps, losses) if e.status != STATUS_OPEN]
     streamed += detector.finalize(int(steps[-1]))
@@ -230,16 +284,18 @@ def test_detect_events_is_the_streaming_path():
     offline = detect_events(steps, losses, z_threshold=5.0)
 
     assert offline == streamed
-    assert {e.kind for e in offline} == {FAST_RECOVERING, DIVERGENCE}
+    assert {e.kind for e in offline} == {BATCH_OUTLIER, FAST_RECOVERING, DIVERGENCE}
 
 
-def test_run_detector_reports_where_each_event_closed_and_calls_back_before_each_update():
+def test_run_detector_reports_where_each_event_closed_and_its_trend():
     spec = EventSpec(NOT_RECOVERING, START + 1000, height=0.5, recovery_steps=20, level_shift=0.25)
     fast = EventSpec(FAST_RECOVERING, START + 500, height=0.4, rise_steps=2, recovery_steps=40)
     steps, losses, _ = _curve([fast, spec], n_steps=1400, noise=0.01)
-    seen = []
-    closed = run_detector(SpikeDetector(), steps, losses, before_update=seen.append)
-    assert seen == steps.tolist()
+    curve = TrendCurve()
+    closed = run_detector(SpikeDetector(), steps, losses, curve)
+    trend_steps, trend, threshold = curve.arrays()
+    assert trend_steps.tolist() == steps[100:].tolist()  # every point after the warmup, spikes included
+    assert np.all(threshold > trend) and np.all(np.abs(np.log(trend / losses[100:]))[:300] < 0.05)
     (spike_at, spike), (shift_at, shift) = closed
     assert spike.kind == FAST_RECOVERING and spike.status == STATUS_RESOLVED
     assert spike.detect_step < spike_at < steps[-1]
@@ -269,6 +325,21 @@ def test_load_state_dict_checks_version_and_config(caplog):
     assert 'config' in caplog.text
     with pytest.raises(ValueError, match='version'):
         SpikeDetector().load_state_dict({**state, 'version': 0})
+
+
+def test_a_version_1_state_is_rebuilt_from_its_history(caplog):
+    steps, losses, _ = _curve(n_steps=1500, noise=0.01)
+    history = [[int(s), float(np.log(v))] for s, v in zip(steps[-100:], losses[-100:])]
+    old = {'version': 1, 'config': SpikeDetector().config, 'history': history, 'last_step': int(steps[-1]),
+           'spike': {'onset_step': 1400}, 'divergence': None}
+    detector = SpikeDetector()
+    with caplog.at_level(logging.WARNING):
+        detector.load_state_dict(old)
+    assert 'version 1 had an event open' in caplog.text and not detector.has_open_event
+    assert detector.fitted and detector.last_step == int(steps[-1])
+    assert detector.trend_loss(int(steps[-1])) == pytest.approx(losses[-50:].mean(), rel=0.02)
+    more_steps, more, _ = _curve(n_steps=500, noise=0.01, start=int(steps[-1]) + 1)
+    assert _spikes(detect_events(more_steps, more)) == [] and _spikes(_fed(detector, more_steps, more)) == []
 
 
 # Benchmark scoring (spike_evaluation).
@@ -306,5 +377,13 @@ def test_evaluate_scores_perfect_and_empty_detectors():
     assert perfect.accuracy() == 1.0 and perfect.false_alarms_per_10k == 0.0
     assert all(perfect.labels[kind] > 0 for kind in EVENT_KINDS)
     assert empty.accuracy() == 0.0 and empty.detection_rate() == 0.0
+    assert perfect.outliers > 0 and perfect.outliers_found == perfect.outliers and perfect.outliers_as_spikes == 0
+    assert empty.outliers_found == 0
+
+    def outliers_as_spikes(steps, losses):
+        return [LossEvent(SPIKE, STATUS_OPEN, e.onset_step, e.onset_step, 0.0, 0.0, 0.0, e.onset_step, e.onset_step)
+                for e in next(c for c in curves if c.steps is steps).outliers]
+
+    assert evaluate('bad', outliers_as_spikes, curves).outliers_as_spikes == perfect.outliers
     table = format_markdown([perfect, empty])
     assert table.count('\n') == 3 and '| oracle | 100.0% (100.0%)' in table

@@ -5,8 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from foundry_ext.spikes.detector import DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING
-from foundry_ext.spikes.synthetic import CLEAN, CurveBase, EventSpec, make_curve, random_labeled_suite
+from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
+                                         SLOW_RECOVERING)
+from foundry_ext.spikes.synthetic import (CLEAN, CURVE_KINDS, NOISE_FAMILIES, SCHEDULE, CurveBase, EventSpec, Schedule,
+                                          benchmark_suite, make_curve, random_labeled_suite)
 
 BASE = CurveBase(l_inf=2.0, amplitude=60.0, t0=1000.0, alpha=0.5)
 
@@ -88,30 +90,64 @@ def test_event_spec_validation():
         make_curve(10, autocorr=1.0)
 
 
+@pytest.mark.parametrize('family', NOISE_FAMILIES)
+def test_noise_families_have_the_requested_robust_scale(family):
+    autocorr = 0.5 if family == 'ar1' else 0.0
+    steps, loss, _ = make_curve(40_000, noise=0.02, seed=2, autocorr=autocorr, base=BASE, family=family)
+    log_noise = np.log(loss) - np.log(BASE(steps.astype(np.float64)))
+    robust = 1.4826 * np.median(np.abs(log_noise - np.median(log_noise)))
+    assert robust == pytest.approx(0.02, rel=0.05)
+    tails = np.mean(np.abs(log_noise) > 6 * 0.02)
+    assert (tails > 1e-3) == (family in ('t3', 't5'))  # Student-t: heavy tails
+
+
+def test_outliers_raise_one_or_two_points_and_schedules_move_the_level():
+    outlier = EventSpec(BATCH_OUTLIER, 1000, height=0.5, rise_steps=2, spacing=10)
+    steps, excess = _excess(outlier)
+    assert np.flatnonzero(excess).tolist() == list(range(1000, 1020))  # two points of a series sampled every 10
+    schedule = Schedule(1000, 500, 0.05, 'linear', hold_steps=100, rewarm_steps=200)
+    factor = schedule.log_factor(np.array([999, 1250, 1500, 1600, 1700, 1800, 2000]))
+    np.testing.assert_allclose(np.expm1(factor), [0.0, -0.025, -0.05, -0.05, -0.025, 0.0, 0.0], atol=1e-3)
+
+
 def test_random_suite_covers_every_kind_with_room_to_resolve():
-    curves = random_labeled_suite(40, seed=0)
+    curves = random_labeled_suite(48, seed=0)
     kinds = [c.kind for c in curves]
-    assert {kind: kinds.count(kind) for kind in (CLEAN, *EVENT_KINDS)} == dict.fromkeys((CLEAN, *EVENT_KINDS), 8)
+    assert {kind: kinds.count(kind) for kind in CURVE_KINDS} == dict.fromkeys(CURVE_KINDS, 8)
     assert any(c.steps[0] == 0 for c in curves) and any(c.steps[0] > 0 for c in curves)
+    assert sum(len(c.outliers) for c in curves) > 20
     for curve in curves:
         assert len(curve.steps) == len(curve.loss) == 5000 and np.all(np.isfinite(curve.loss))
         assert 0.005 <= curve.noise <= 0.03 and 0.0 <= curve.autocorr <= 0.3
-        assert (curve.kind == CLEAN) == (not curve.events)
+        assert (curve.kind in (CLEAN, SCHEDULE)) == (not curve.labels)
+        assert (curve.schedule is not None) == (curve.kind == SCHEDULE)
         last = int(curve.steps[-1])
-        for event in curve.events:
+        for event in curve.labels:
             assert event.kind == curve.kind
             assert event.onset_step >= curve.steps[0] + 500
             if event.kind != DIVERGENCE:
                 assert 0.15 <= event.height <= 1.5
             if event.kind == FAST_RECOVERING:
-                assert 5 <= event.recovery_steps <= 100
+                assert event.back_within() <= 100  # well inside fast_recovery_steps (150)
             elif event.kind == SLOW_RECOVERING:
-                assert 300 <= event.recovery_steps <= 1500
-                assert event.peak_step + event.recovery_steps < last
+                assert 300 <= event.back_within() <= 1500 and event.peak_step + event.recovery_steps < last
             elif event.kind == NOT_RECOVERING:
                 assert event.onset_step + 2500 <= last and event.level_shift >= 0.08
-        onsets = [e.onset_step for e in curve.events]
+        onsets = [e.onset_step for e in curve.labels]
         assert np.all(np.diff(onsets) >= 400)
+        for outlier in curve.outliers:  # away from the events
+            assert all(abs(outlier.onset_step - e.onset_step) >= 50 for e in curve.labels)
+
+
+def test_sparse_curves_are_paced_per_point():
+    curves = random_labeled_suite(12, seed=1, sampling='sparse')
+    for curve in curves:
+        assert curve.interval in (10, 20, 50) and len(curve.steps) == 1500
+        assert np.all(np.diff(curve.steps) == curve.interval)
+        assert all(e.onset_step % curve.interval == 0 for e in curve.events)
+        assert curve.loss.max() < 10 * curve.loss.min()  # climbs stay sane over the long span
+    assert {c.interval for c in curves if c.kind == FAST_RECOVERING} == {10}
+    assert len(benchmark_suite(0, curves_per_cell=6)) == 6 * len(NOISE_FAMILIES) * 2
 
 
 def test_random_suite_is_reproducible():

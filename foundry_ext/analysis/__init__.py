@@ -1,1 +1,0 @@
-"""Pure functions over loss and LR series (numpy, scipy, matplotlib; no torch)."""

@@ -1,0 +1,122 @@
+import json
+
+import numpy as np
+import pytest
+
+from foundry_ext.core.errors import ConfigError
+from foundry_ext.loss_law.law_file import read_law, write_law
+from foundry_ext.loss_law.from_runs import fit_runs
+from foundry_ext.loss_law.predict import predict
+from foundry_ext.loss_law.runs import join_branches, load_runs, read_schedule
+from foundry_ext.loss_law.schedule import LRSchedule
+from tests.loss_law.helpers import synthetic_run, wsd_lr
+
+
+def _write_jsonl(path, steps, **series):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open('w') as f:
+        for i, step in enumerate(steps):
+            f.write(json.dumps({'step': int(step), **{k: v[i] for k, v in series.items()}}) + '\n')
+    return path
+
+
+def test_default_keys_are_composer_and_lr_monitor(tmp_path):
+    steps = np.arange(1, 40)
+    _write_jsonl(tmp_path / 'run' / 'metrics.jsonl', steps, **{
+        'loss/train/total': list(5.0 / np.sqrt(steps)), 'lr-DecoupledAdamW/group0': [1e-3] * 39, 'loss': [9.0] * 39})
+    run = load_runs([tmp_path / 'run'])[0]
+    assert run.name == 'run' and run.loss_key == 'loss/train/total' and run.lr_key == 'lr-DecoupledAdamW/group0'
+
+
+def test_public_columns_are_used_when_the_defaults_are_absent(tmp_path, caplog):
+    path = tmp_path / 'public.csv'
+    path.write_text('step,lr,loss\n' + ''.join(f'{s},0.001,{5 / np.sqrt(s)}\n' for s in range(1, 30)))
+    with caplog.at_level('INFO'):
+        run = load_runs([path])[0]
+    assert (run.loss_key, run.lr_key) == ('loss', 'lr')
+    assert "using its 'loss' column" in caplog.text and "using its 'lr' column" in caplog.text
+
+
+@pytest.mark.parametrize('content,message', [
+    ('step,loss\n1,3.0\n2,2.9\n', 'no LR column'),
+    ('step,lr,val\n1,0.1,3.0\n2,0.1,2.9\n', "neither 'loss/train/total' nor a column named like a loss"),
+    ('step,lr,loss\n1,0.1,3.0\n2,0.1,nan\n3,0.1,2.8\n', 'non-finite losses .first at step 2.'),
+    ('step,lr,loss\n1,-0.1,3.0\n2,0.1,2.9\n', 'negative LRs'),
+])
+def test_bad_runs_fail_with_the_fix(tmp_path, content, message):
+    path = tmp_path / 'bad.csv'
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_runs([path])
+
+
+def test_explicit_missing_keys_name_the_option(tmp_path):
+    path = tmp_path / 'run.csv'
+    path.write_text('step,lr,loss\n1,0.1,3.0\n2,0.1,2.9\n')
+    with pytest.raises(ConfigError, match=r"no metric 'val_loss' \(--loss-key\)"):
+        load_runs([path], loss_key='val_loss')
+    with pytest.raises(ConfigError, match=r"no LR column 'lr2' \(--lr-key\)"):
+        load_runs([path], lr_key='lr2')
+
+
+def test_a_one_sqrt_branch_logged_sparsely_still_joins(tmp_path):
+    main = tmp_path / 'main.csv'
+    main.write_text('step,lr,loss\n' + ''.join(f'{s},0.001,{3 / s**0.1}\n' for s in range(50, 4001, 50)))
+    branch = tmp_path / 'branch.csv'  # 1-sqrt decay from 2000: the first log (2050) is already 7% below the peak
+    branch.write_text('step,lr,loss\n' + ''.join(
+        f'{s},{0.001 * (1 - ((s - 2000) / 2000)**0.5)},{3 / s**0.1}\n' for s in range(2050, 4001, 50)))
+    assert load_runs([main, branch])[1].joined_to == 'main'
+    assert load_runs([branch])[0].joined_to is None  # alone: the warmup assumption, logged
+
+
+def test_schedule_files(tmp_path):
+    path = tmp_path / 'sched.csv'
+    path.write_text('step,lr\n0,0\n100,0.001\n1000,0.0001\n')
+    steps, lrs, tokens = read_schedule(path)
+    assert steps.tolist() == [0, 100, 1000] and tokens is None
+    (tmp_path / 'tokens.csv').write_text('tokens,lr\n0,0\n1000,0.1\n')
+    with pytest.raises(ConfigError, match='needs a step column'):
+        read_schedule(tmp_path / 'tokens.csv')
+    (tmp_path / 'one.csv').write_text('step,lr\n5,0.1\n')
+    with pytest.raises(ConfigError, match='at least 2'):
+        read_schedule(tmp_path / 'one.csv')
+
+
+@pytest.fixture(scope='module')
+def small_law():
+    lr = wsd_lr(5000, 4000)
+    return fit_runs(join_branches([synthetic_run('a', wsd_lr(5000, None)), synthetic_run('b', lr, start=4000)]),
+                    n_boot=4)
+
+
+def test_law_file_round_trip_and_refusals(tmp_path, small_law):
+    path = write_law(small_law, tmp_path / 'law.json')
+    again = read_law(path)
+    assert again.params == small_law.params and again.runs[1].joined_to == 'a'
+    schedule = LRSchedule(wsd_lr(5000, 3000))
+    assert predict(again, schedule).final_loss == pytest.approx(predict(small_law, schedule).final_loss)
+    data = json.loads(path.read_text())
+    for change, message in [({'version': 99}, 'version 99; this foundry-ext reads version 1'),
+                            ({'format': 'other'}, 'is not a loss-law file'),
+                            ({'law': 'cubic'}, "unknown law 'cubic'"),
+                            ({'params': {'L0': 1.0}}, 'do not match the multi-power law')]:
+        (tmp_path / 'bad.json').write_text(json.dumps({**data, **change}))
+        with pytest.raises(ConfigError, match=message):
+            read_law(tmp_path / 'bad.json')
+    (tmp_path / 'text.json').write_text('not json')
+    with pytest.raises(ConfigError, match='is not JSON'):
+        read_law(tmp_path / 'text.json')
+
+
+@pytest.mark.parametrize('factor,steps,tokens,message', [
+    (1000.0, 5000, None, r'peak LR .* 1e\+03x the fitted runs'),
+    (1.0, 200_000, None, 'Are its steps tokens or samples'),
+    (1.0, 5000, 4096, 'tokens per step, but the law was fitted on runs of 2048'),
+])
+def test_schedules_in_other_units_are_refused(small_law, factor, steps, tokens, message):
+    small_law.tokens_per_step = 2048
+    try:
+        with pytest.raises(ConfigError, match=message):
+            predict(small_law, LRSchedule(wsd_lr(steps, None) * factor), tokens_per_step=tokens)
+    finally:
+        small_law.tokens_per_step = None
