@@ -33,7 +33,12 @@ from typing import Callable, Optional
 
 from omegaconf import OmegaConf as om
 
+log = logging.getLogger(__name__)
+
 REPO = Path(__file__).resolve().parents[2]
+# Streaming picks a free shared-memory name, then creates it: on a machine shared with other jobs another process
+# can take the name in between (FileExistsError); such a run is started again.
+_ATTEMPTS = 3
 # As `make demo MLFLOW=1` adds it (the Makefile's MLFLOW_LOGGER); tracking_uri is set per run below.
 MLFLOW_LOGGER = {'experiment_name': 'foundry-ext', 'log_system_metrics': False,
                  'log_duplicated_metric_every_n_steps': 1}
@@ -123,12 +128,21 @@ def _run(yaml_path: str, out: Path, batches: int, db: Optional[Path],
                  f'variables.run_dir={out}/run', 'loggers.inmemory={}', 'callbacks.speed_monitor={time_unit: seconds}']
     if db is not None:
         overrides.append(f'loggers.mlflow.tracking_uri=sqlite:///{db}')
-    logged = inside.seconds if inside else 0.0
-    with _MlflowThreadsCpu() as threads:
-        start = time.perf_counter()
-        trainer = train_from_yaml(yaml_path, overrides)
-        trainer.close()  # waits until MLflow's queue is written
-        seconds = time.perf_counter() - start
+    for attempt in range(_ATTEMPTS):
+        logged = inside.seconds if inside else 0.0
+        with _MlflowThreadsCpu() as threads:
+            start = time.perf_counter()
+            try:
+                trainer = train_from_yaml(yaml_path, overrides)
+            except FileExistsError as err:  # Streaming's shared-memory name, taken meanwhile by another process
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                log.warning('retrying the run: %s', err)
+                continue
+            trainer.close()  # waits until MLflow's queue is written
+            seconds = time.perf_counter() - start
+        break
+    log.info('%s, %d batches: %.1f s', 'B' if db is not None else 'A', batches, seconds)
     if per_step is not None:
         memory = next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
         wall = [float(v) for _, v in memory.data['time/train']]
@@ -177,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     queue = [q / s_ for s_, q, _ in steps['b']]
     threads = [c / s_ for s_, _, c in steps['b']]
     lines.append(f'per step, inside B: log_metrics {statistics.median(queue):.2%} of the step time '
-                 f'(runs: {", ".join(f"{x:.2%}" for x in queue)}), MLflow threads\' CPU '
-                 f'{statistics.median(threads):.2%} (runs: {", ".join(f"{x:.2%}" for x in threads)}); '
+                 f'(runs: {", ".join(f"{x:.2%}" for x in queue)}; '
+                 f'{statistics.median(q for _, q, _ in steps["b"]) * 1e3:.2f} ms wall), MLflow threads\' CPU '
+                 f'{statistics.median(threads):.2%} (runs: {", ".join(f"{x:.2%}" for x in threads)}; '
+                 f'{statistics.median(c for _, _, c in steps["b"]) * 1e3:.2f} ms); '
                  f'median step {statistics.median(step_b) * 1e3:.1f} ms')
     ratios = [sb[0] / sa[0] for sa, sb in zip(steps['a'], steps['b'])]
     lines.append(f'per step, wall-clock B / A (median step time of each run): median {statistics.median(ratios):.3f} '
