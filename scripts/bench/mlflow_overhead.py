@@ -15,7 +15,7 @@ of A and B alternate (AB, BA, ...) in one process, so imports are paid once, bef
 
 Example::
 
-    python scripts/bench/mlflow_overhead.py --pairs 4 --short 2 --long 60
+    python scripts/bench/mlflow_overhead.py --pairs 3 --long 40
 """
 
 from __future__ import annotations
