@@ -23,7 +23,8 @@ from foundry_ext.core.jsonl import dumps
 from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.core.metrics_io import Series, resolve_run
 from foundry_ext.spikes.config import DETECTOR_DEFAULTS, check_detector_kwargs, event_record, stream_detector_kwargs
-from foundry_ext.spikes.detector import BATCH_OUTLIER, EVENT_KINDS, LossEvent, SpikeDetector, TrendCurve, run_detector
+from foundry_ext.spikes.detector import BATCH_OUTLIER, EVENT_KINDS, LossEvent, SpikeDetector, TrendCurve
+from foundry_ext.spikes.offline import run_detector
 from foundry_ext.spikes.plots import plot_loss_events
 
 log = logging.getLogger(__name__)

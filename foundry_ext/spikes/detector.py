@@ -2,7 +2,7 @@
 
 :class:`SpikeDetector` takes the (all-reduced) training loss of each step and reports loss events as they open
 and as they are classified (kinds in :mod:`foundry_ext.spikes.events`). :meth:`SpikeDetector.update` feeds one
-point (the training callback), :meth:`SpikeDetector.feed` a whole series (``analyze-loss``, benchmarks); both run
+point (the training callback), :meth:`SpikeDetector.feed` a whole series (``analyze-loss``, benchmarks, through :mod:`foundry_ext.spikes.offline`); both run
 the same code, in which normal points go through the vectorised statistics of :mod:`foundry_ext.spikes.statistics`
 and open spikes through :mod:`foundry_ext.spikes.follow`, so they report identical events. The whole state is a
 small JSON dict, so a resumed run reports exactly what an uninterrupted run would have. Per point:
@@ -45,7 +45,7 @@ from foundry_ext.spikes.statistics import Stats, StatsConfig, Trace, advance, en
 log = logging.getLogger(__name__)
 
 # The kinds, statuses and records live in foundry_ext.spikes.events.
-__all__ = ['SpikeDetector', 'detect_events', 'run_detector']
+__all__ = ['SpikeDetector']
 
 _STATE_VERSION = 2
 # Points above the threshold in a row that make a spike rather than an outlier.
@@ -499,45 +499,6 @@ class SpikeDetector:
         event.level_shift = math.expm1(float(trace.ema[at]) - div['baseline_y'])
         log.info('Loss divergence from step %d resolved at step %d.', event.onset_step, event.recovered_step)
         return event
-
-
-def run_detector(detector: SpikeDetector, steps: Sequence[int], losses: Sequence[float],
-                 curve: Optional[TrendCurve] = None) -> list[tuple[int, LossEvent]]:
-    """Feeds a whole series through ``detector``, then closes what is still open.
-
-    The same code path as the online use: :meth:`SpikeDetector.feed` reports what :meth:`SpikeDetector.update`
-    per point would, and :meth:`SpikeDetector.finalize` closes what is still open at the last step.
-
-    Args:
-        detector (SpikeDetector): A fresh detector.
-        steps (Sequence[int]): Increasing training steps.
-        losses (Sequence[float]): Loss at each step.
-        curve (TrendCurve, optional): Receives the trend and threshold at each point after the warmup.
-
-    Returns:
-        list[tuple[int, LossEvent]]: ``(step it was closed at, event)`` for every resolved or truncated event and
-        every outlier (the ``'open'`` notifications are left out), in the order they were closed.
-    """
-    if len(steps) != len(losses):
-        raise ConfigError(f'steps and losses differ in length: {len(steps)} vs {len(losses)}.')
-    closed = [(step, e) for step, e in detector.feed(steps, losses, curve) if e.status != STATUS_OPEN]
-    if len(steps):
-        closed.extend((int(steps[-1]), e) for e in detector.finalize(int(steps[-1])))
-    return closed
-
-
-def detect_events(steps: Sequence[int], losses: Sequence[float], **detector_kwargs: Any) -> list[LossEvent]:
-    """The classified events and outliers of a whole series (:func:`run_detector` with a new detector).
-
-    Args:
-        steps (Sequence[int]): Increasing training steps.
-        losses (Sequence[float]): Loss at each step.
-        **detector_kwargs: Passed to :class:`SpikeDetector`.
-
-    Returns:
-        list[LossEvent]: The resolved and truncated events and the outliers, in the order they were closed.
-    """
-    return [event for _, event in run_detector(SpikeDetector(**detector_kwargs), steps, losses)]
 
 
 def _points(trace: Trace, start: int, end: int) -> list[tuple[int, float, float, float, float]]:

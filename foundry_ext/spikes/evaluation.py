@@ -29,9 +29,9 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from foundry_ext.spikes.detector import detect_events
 from foundry_ext.spikes.events import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, NOT_RECOVERING, SPIKE, STATUS_OPEN,
                                        LossEvent)
+from foundry_ext.spikes.offline import detect_events
 from foundry_ext.spikes.synthetic import CLEAN, SCHEDULE, LabeledCurve
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class DetectorReport:
 
 
 def spike_detector(**detector_kwargs: Any) -> EventDetector:
-    """Wraps :func:`~foundry_ext.spikes.detector.detect_events` as an :data:`EventDetector`."""
+    """Wraps :func:`~foundry_ext.spikes.offline.detect_events` as an :data:`EventDetector`."""
 
     def run(steps: np.ndarray, losses: np.ndarray) -> list[LossEvent]:
         return detect_events(steps, losses, **detector_kwargs)
@@ -410,7 +410,7 @@ class RealCurveReport:
 
 def evaluate_real(name: str, series: dict[str, tuple[np.ndarray, np.ndarray]],
                   **detector_kwargs: Any) -> RealCurveReport:
-    """Runs :func:`~foundry_ext.spikes.detector.detect_events` over named real series (``{run: (steps, losses)}``)."""
+    """Runs :func:`~foundry_ext.spikes.offline.detect_events` over named real series (``{run: (steps, losses)}``)."""
     report = RealCurveReport(name)
     start = time.perf_counter()
     for run, (steps, losses) in series.items():

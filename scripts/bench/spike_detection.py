@@ -24,14 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-
 from foundry_ext.core.metrics_io import read_metric
 from foundry_ext.spikes.config import EVAL_DETECTOR_DEFAULTS
-from foundry_ext.spikes.detector import SpikeDetector, run_detector
+from foundry_ext.spikes.detector import SpikeDetector
 from foundry_ext.spikes.evaluation import (REPORT_SEEDS, TUNING_SEEDS, evaluate, evaluate_real, format_markdown,
                                            format_real_markdown, kill_loss_spike_rule, olmo_sigma_rule, spike_detector)
-from foundry_ext.spikes.invariants import invariant_violations, stress_cases
 from foundry_ext.spikes.events import EVENT_KINDS
+from foundry_ext.spikes.invariants import invariant_violations, stress_cases
+from foundry_ext.spikes.offline import run_detector
 from foundry_ext.spikes.synthetic import NOISE_FAMILIES, SAMPLINGS, make_curve, random_labeled_suite
 
 log = logging.getLogger(__name__)

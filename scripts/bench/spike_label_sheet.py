@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from foundry_ext.core.metrics_io import read_metric
-from foundry_ext.spikes.detector import BATCH_OUTLIER, detect_events
+from foundry_ext.spikes.detector import BATCH_OUTLIER
+from foundry_ext.spikes.offline import detect_events
 from foundry_ext.spikes.plots import plot_event_windows
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from foundry_ext.core.metrics_io import read_metric
-from foundry_ext.spikes.detector import BATCH_OUTLIER, detect_events
+from foundry_ext.spikes.detector import BATCH_OUTLIER
+from foundry_ext.spikes.offline import detect_events
 from foundry_ext.spikes.plots import plot_recurring_outliers
 
 REPO = Path(__file__).resolve().parents[2]

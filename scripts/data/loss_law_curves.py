@@ -71,8 +71,9 @@ def _write_csv(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
     path.write_text(out.getvalue())
 
 
-def build(mpl_repo: str, lrs_repo: str, out: Path) -> list[Path]:
-    """Writes every vendored CSV under ``out`` (the repository's ``data/``) and returns their paths."""
+def build(mpl_repo: str, lrs_repo: str, out: Path, peaks: tuple[str, ...] = LRS_PEAKS) -> list[Path]:
+    """Writes every vendored CSV under ``out`` (the repository's ``data/``) and returns their paths; other
+    ``peaks`` (e.g. ``0.002``) build held-out sets that are not vendored."""
     written = []
     for size in MPL_SIZES:
         folder = f'loss_curve_repo/csv_{size}'
@@ -83,7 +84,7 @@ def build(mpl_repo: str, lrs_repo: str, out: Path) -> list[Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(_show(mpl_repo, MPL_COMMIT, f'{folder}/{name}'))
             written.append(path)
-    for peak in LRS_PEAKS:
+    for peak in peaks:
         for name, (prefix, decay) in LRS_RUNS.items():
             export = json.loads(_show(lrs_repo, LRS_COMMIT, f'data/{prefix}_{_RUN.format(lr=peak, decay=decay)}.json'))
             rows = _lrs_rows(export)
@@ -102,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--lrs', default='/work/.mirror/fabian-sp+lr-scheduling/repo',
                         help='bare git mirror of fabian-sp/lr-scheduling')
     parser.add_argument('--out', default='data', help='output folder (default: data)')
+    parser.add_argument('--peaks', nargs='+', default=list(LRS_PEAKS),
+                        help=f'peak LRs of the 124M runs (default: {" ".join(LRS_PEAKS)}; also 0.002, 0.0001)')
     args = parser.parse_args(argv)
-    written = build(args.mpl, args.lrs, Path(args.out))
+    written = build(args.mpl, args.lrs, Path(args.out), tuple(args.peaks))
     print(f'wrote {len(written)} files, {sum(p.stat().st_size for p in written) / 1e6:.2f} MB')
     return 0
 

@@ -28,7 +28,8 @@ from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.metrics_io import read_metrics
 from foundry_ext.data.fingerprints import row_fingerprints
 from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING,
-                                         SPIKE, STATUS_OPEN, detect_events)
+                                         SPIKE, STATUS_OPEN)
+from foundry_ext.spikes.offline import detect_events
 from tests.conftest import REPO, foundry_run
 
 BATCH = 64

@@ -6,7 +6,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from foundry_ext.cli.main import app
-from foundry_ext.spikes.detector import FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING, detect_events
+from foundry_ext.spikes.detector import FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING
+from foundry_ext.spikes.offline import detect_events
 from foundry_ext.spikes.synthetic import EventSpec, make_curve
 
 LOSS = 'loss/train/total'

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
-                                         RECOVERING_KINDS, SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED,
-                                         STATUS_TRUNCATED, LossEvent, SpikeDetector, TrendCurve, detect_events,
-                                         run_detector)
+                                         SLOW_RECOVERING, SPIKE, STATUS_OPEN, STATUS_RESOLVED, STATUS_TRUNCATED,
+                                         LossEvent, SpikeDetector, TrendCurve)
 from foundry_ext.spikes.evaluation import evaluate, format_markdown, kill_loss_spike_rule, olmo_sigma_rule
-from foundry_ext.spikes.synthetic import (NOISE_FAMILIES, CurveBase, EventSpec, Schedule, make_curve,
-                                          random_labeled_suite)
+from foundry_ext.spikes.offline import detect_events, run_detector
+from foundry_ext.spikes.synthetic import CurveBase, EventSpec, make_curve, random_labeled_suite
 
 BASE = CurveBase(l_inf=2.0, amplitude=60.0, t0=1000.0, alpha=0.5)
 # Curves are windows from the middle of a run unless a test needs the start of training.

@@ -1,11 +1,11 @@
 """The class invariants over stress curves through the whole detector (the benchmark runs 10,000 and more)."""
 
 import numpy as np
-import pytest
 
-from foundry_ext.spikes.detector import SpikeDetector, run_detector
+from foundry_ext.spikes.detector import SpikeDetector
 from foundry_ext.spikes.events import FAST_RECOVERING, LossEvent
 from foundry_ext.spikes.invariants import invariant_violations, stress_cases
+from foundry_ext.spikes.offline import run_detector
 
 
 def test_invariants_hold_over_stress_curves():

@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, FAST_RECOVERING, NOT_RECOVERING,
-                                         SLOW_RECOVERING)
+from foundry_ext.spikes.detector import BATCH_OUTLIER, DIVERGENCE, FAST_RECOVERING, NOT_RECOVERING, SLOW_RECOVERING
 from foundry_ext.spikes.synthetic import (CLEAN, CURVE_KINDS, NOISE_FAMILIES, SCHEDULE, CurveBase, EventSpec, Schedule,
                                           benchmark_suite, make_curve, random_labeled_suite)
 
