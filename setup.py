@@ -20,6 +20,11 @@ setup(
         'llm-foundry==0.22.*',
         # llmfoundry imports pkg_resources, which setuptools 81 removed.
         'setuptools<81',
+        # foundry-ext reads MLflow runs through MlflowClient (llm-foundry installs MLflow too).
+        'mlflow>=2.14.1,<3',
+        # MLflow 2.x cannot open a SQLite tracking store with SQLAlchemy 2.1 (ImportError:
+        # FallbackAsyncAdaptedQueuePool), neither for Foundry's mlflow logger nor for reading runs.
+        'sqlalchemy<2.1',
         'omegaconf>=2.2,<3',
         'numpy',
         'scipy',

@@ -1,5 +1,5 @@
 """Shared fixtures: an isolated corpus cache, a tiny real Composer Trainer, Foundry runs of the demo (in-process or
-launched with ``composer``), and comparing checkpoints tensor by tensor."""
+launched with ``composer``, or logged to a real MLflow SQLite store), and comparing checkpoints tensor by tensor."""
 
 from __future__ import annotations
 
@@ -123,3 +123,37 @@ def assert_same_tensors(got: Any, expected: Any, where: str = '') -> None:
             assert_same_tensors(g, e, f'{where}/{i}')
     else:
         assert got == expected, where
+
+
+@pytest.fixture(scope='session')
+def mlflow_demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str, str]:
+    """A short demo run logged to ``metrics.jsonl`` and to a real MLflow SQLite store.
+
+    Returns: the run folder, the store's URI, the MLflow run id, and the end-of-run summary of ``foundry-ext train``.
+
+    It keeps its eval loader (evaluating once, at the end): Foundry 0.22 fails on the mlflow logger with
+    ``eval_loader: null`` (``log_dataset_uri`` asserts that the eval loader is a dict).
+    """
+    import mlflow
+    from llmfoundry.command_utils import train_from_yaml
+
+    from foundry_ext.commands.train import report_outputs
+
+    root = tmp_path_factory.mktemp('mlflow_demo')
+    uri = f'sqlite:///{root}/mlflow.db'
+    previous_uri = os.environ.get('MLFLOW_TRACKING_URI')
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # MLflow's SQLite store makes ./mlruns, its default artifact root, in the working folder
+        trainer = train_from_yaml(DEMO_YAML, [
+            f'variables.run_dir={root}/run', 'variables.run_name=mlflow-demo', 'max_duration=80ba',
+            'scheduler.t_warmup=10ba', 'scheduler.t_decay=20ba', 'save_folder=null', 'eval_interval=80ba',
+            'eval_subset_num_batches=1', 'console_log_interval=1000ba', 'python_log_level=null', SMALL_CORPUS,
+            f'loggers.mlflow.tracking_uri={uri}', 'loggers.mlflow.log_system_metrics=false',
+            'loggers.mlflow.log_duplicated_metric_every_n_steps=1'])
+        summary = report_outputs(trainer)
+        trainer.close()
+        # The logger's mlflow.set_tracking_uri also set MLFLOW_TRACKING_URI for the whole process.
+        mlflow.set_tracking_uri(previous_uri)
+        client = mlflow.MlflowClient(uri)
+        [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return root / 'run', uri, run.info.run_id, summary

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from foundry_ext.cli.errors import App
+from foundry_ext.cli.options import RUN_HELP, TrackingUri
 from foundry_ext.core.metric_names import LOSS_KEY
 
 if TYPE_CHECKING:
@@ -20,8 +21,7 @@ __all__ = ['app']
 app = App(add_completion=False, no_args_is_help=True,
           help='Loss-curve collapse ([SwC] arXiv:2509.25087): tau calculator, reference fit, prediction.')
 
-_RUN_HELP = ('Run: a metrics JSONL/CSV file or a folder with metrics.jsonl or metrics.csv, and optionally config.yaml '
-             'or run.json beside it.')
+_RUN_HELP = RUN_HELP + ' A metrics file may have config.yaml or run.json beside it.'
 
 
 def _show(report: Report) -> None:
@@ -58,12 +58,13 @@ def fit(
                                    "scale fitted with the shape, robust to noisy losses) or 'tail' (a line through "
                                    'the last 2% of the raw losses).'),
     loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Fit a reference curve ([SwC] Eq. 4) and its band on finished runs; size-aware when their controls (from
     config.yaml or run.json) differ."""
     from foundry_ext.commands.collapse import fit as run
 
-    report = run(runs, out, smooth, fit_start, final_loss, loss_key)
+    report = run(runs, out, smooth, fit_start, final_loss, loss_key, tracking_uri)
     _show(report)
 
 
@@ -83,11 +84,13 @@ def predict(
     loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
     align_window: float = typer.Option(0.03, '--align-window', help='Align on the logged points within this fraction '
                                        'of training before --fraction (at least two).'),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Predict a run's final loss from its beginning, and report where it leaves the reference band."""
     from foundry_ext.commands.collapse import predict as run
 
-    report = run(run_path, ref_path, fraction, total_steps, threshold, consecutive, window, loss_key, align_window)
+    report = run(run_path, ref_path, fraction, total_steps, threshold, consecutive, window, loss_key, align_window,
+                 tracking_uri)
     _show(report)
 
 
@@ -103,9 +106,10 @@ def plot(
     total_steps: Optional[int] = typer.Option(None, '--total-steps', '-T', help='T of every run (default: its '
                                               'config.yaml, else its last logged step + 1).'),
     loss_key: str = typer.Option(LOSS_KEY, '--loss-key', help='Loss metric.'),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Plot raw loss curves next to the normalized ones (L/L(T) against t/T)."""
     from foundry_ext.commands.collapse import plot as run
 
-    report = run(runs, out, ref_path, smooth, residuals, total_steps, loss_key)
+    report = run(runs, out, ref_path, smooth, residuals, total_steps, loss_key, tracking_uri)
     _show(report)

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from foundry_ext.cli.errors import App
+from foundry_ext.cli.options import RUN_HELP, TrackingUri
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ __all__ = ['app']
 app = App(add_completion=False, no_args_is_help=True,
           help='Loss laws (multi-power, momentum): fit on runs, then forecast any schedule or branch.')
 
-_RUN_HELP = ('Runs: metrics files (JSONL or CSV) or run folders with metrics.jsonl. A run whose LR starts late (a '
-             'branch) is joined to the run it branched from when both are given.')
+_RUN_HELP = RUN_HELP + (' A run whose LR starts late (a branch) is joined to the run it branched from when both are '
+                        'given.')
 _EXTRA = {'allow_extra_args': True, 'ignore_unknown_options': True}
 
 
@@ -41,12 +42,14 @@ def fit(
     bootstrap: int = typer.Option(32, '--bootstrap', help='Block-bootstrap refits behind the intervals.'),
     interval: float = typer.Option(0.9, '--interval', help='Level of the intervals of predictions.'),
     max_points: int = typer.Option(256, '--max-points', help='Loss windows per run (averages of logged points).'),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Fit a loss law on one or more runs' loss and LR."""
     from foundry_ext.commands.loss_law import fit as run
     from foundry_ext.commands.loss_law import format_fit
 
-    typer.echo(format_fit(run(runs, out, loss_key, lr_key, law, fit_from, bootstrap, interval, max_points), out))
+    typer.echo(format_fit(run(runs, out, loss_key, lr_key, law, fit_from, bootstrap, interval, max_points,
+                              tracking_uri), out))
 
 
 @app.command(context_settings=_EXTRA)
@@ -54,17 +57,19 @@ def predict(
     law_path: str = typer.Argument(..., metavar='LAW', help='Law file from `loss-law fit`.'),
     overrides: Optional[list[str]] = typer.Argument(None, help='Foundry-style key=value overrides of a YAML '
                                                    'schedule.'),
-    schedule: str = typer.Option(..., '--schedule', '-s', help='A metrics/CSV file with step and an LR column (LR '
-                                 'linear between rows; the last row is the final step), or a Foundry YAML.'),
+    schedule: str = typer.Option(..., '--schedule', '-s', help='A Foundry YAML, or a RUN whose logged LR is the '
+                                 'schedule: a metrics/CSV file with step and an LR column (LR linear between rows; '
+                                 'the last row is the final step), a run folder or an MLflow run.'),
     lr_key: Optional[str] = typer.Option(None, '--lr-key', help='LR column of a schedule file.'),
     as_json: bool = typer.Option(False, '--json', help='Print one JSON object: final_loss, final_step, '
                                  'final_loss_interval, interval and the curve.'),
     out: Optional[str] = typer.Option(None, '--out', '-o', help='PNG of the predicted curve.'),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Predict the loss curve of an LR schedule, with intervals."""
     from foundry_ext.commands.loss_law import format_prediction, predict_schedule
 
-    prediction = predict_schedule(law_path, schedule, overrides or [], lr_key, out)
+    prediction = predict_schedule(law_path, schedule, overrides or [], lr_key, out, tracking_uri)
     typer.echo(json.dumps(prediction.to_dict()) if as_json else format_prediction(prediction, schedule))
 
 

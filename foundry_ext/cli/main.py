@@ -19,6 +19,7 @@ app = App(add_completion=False, no_args_is_help=True,
 # Sub-apps import only typer and metric names here; their commands import what they need.
 from foundry_ext.cli.collapse import app as collapse_app  # noqa: E402
 from foundry_ext.cli.loss_law import app as loss_law_app  # noqa: E402
+from foundry_ext.cli.options import RUN_HELP, TrackingUri  # noqa: E402
 
 app.add_typer(collapse_app, name='collapse')
 app.add_typer(loss_law_app, name='loss-law')
@@ -76,13 +77,15 @@ def branch(
 
 @app.command('analyze-loss')
 def analyze_loss(
-    path: str = typer.Argument(..., help='Metrics file: JSONL ({"step": 12, "loss/train/total": 2.41, ...} per '
-                               'line) or CSV (a step column and one column per metric).'),
+    path: str = typer.Argument(..., help=RUN_HELP + ' JSONL: {"step": 12, "loss/train/total": 2.41, ...} per '
+                               'line; CSV: a step column and one column per metric (W&B exports too).'),
     key: str = typer.Option(LOSS_KEY, '--key', '-k', help='Metric to analyse.'),
-    out: Optional[str] = typer.Option(None, '--out', '-o', help='PNG to write (default: next to the file).'),
+    out: Optional[str] = typer.Option(None, '--out', '-o', help='PNG to write (default: next to the file; for an '
+                                      'MLflow run, <run name>.<key>.events.png in the working folder).'),
     report: Optional[str] = typer.Option(None, '--report', help='JSON report (default: the PNG path, .json).'),
     detector: Optional[list[str]] = typer.Option(None, '--detector', '-d', help='Detector setting KEY=VALUE, '
                                                  'repeatable, e.g. -d z_threshold=5 (see docs/loss_spikes.md).'),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Detect and classify loss spikes and divergences in an exported loss series (as loss_spike_monitor does)."""
     from foundry_ext.commands.analyze_loss import analyze_loss as run
@@ -91,7 +94,7 @@ def analyze_loss(
         settings = parse_settings(detector)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint='--detector') from err
-    typer.echo(format_report(run(path, key, out, report, settings)))
+    typer.echo(format_report(run(path, key, out, report, settings, tracking_uri)))
 
 
 @app.command('prepare-data')

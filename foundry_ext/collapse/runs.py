@@ -1,7 +1,8 @@
 """Runs on disk for the collapse tools: a metrics file plus, optionally, the run's controls.
 
-A *run* is a metrics file written by the ``jsonl`` logger (or a CSV with a ``step`` column), or a folder holding
-``metrics.jsonl`` (or ``metrics.csv``). Its controls come from one of two files beside the metrics:
+A *run* is a metrics file written by the ``jsonl`` logger (or a CSV with a ``step`` column), a folder holding
+``metrics.jsonl`` (or ``metrics.csv``), or an MLflow run (:func:`foundry_ext.core.metrics_io.resolve_run`). Its
+controls come from one of two files beside the metrics (an MLflow run has neither):
 
 * ``config.yaml``: the run's LLM-Foundry training YAML with overrides merged; it gives ``T``, ``tau`` and TPP
   (:func:`foundry_ext.collapse.controls.from_foundry_config`);
@@ -33,7 +34,7 @@ from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.errors import ConfigError, fail
 from foundry_ext.core.metric_names import LOSS_KEY
-from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, Series, lr_series, metrics_file, read_metrics
+from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, Series, lr_series, resolve_run
 
 log = logging.getLogger(__name__)
 
@@ -143,38 +144,43 @@ def _run_json(metrics_path: Path) -> Optional[Path]:
     return own if own.is_file() else (shared if shared.is_file() else None)
 
 
-def load_run(path: Union[str, Path], total_steps: Optional[int] = None, loss_key: str = LOSS_KEY) -> CollapseRun:
+def load_run(path: Union[str, Path], total_steps: Optional[int] = None, loss_key: str = LOSS_KEY,
+             tracking_uri: Optional[str] = None) -> CollapseRun:
     """Reads a run: its loss, its logged LR and, from ``run.json`` or ``config.yaml`` beside it, ``T`` and controls.
 
     Args:
-        path (str | Path): Metrics file (JSONL or CSV) or a folder holding ``metrics.jsonl`` or ``metrics.csv``.
+        path (str | Path): The RUN (:func:`~foundry_ext.core.metrics_io.resolve_run`): a metrics file (JSONL or
+            CSV), a folder holding ``metrics.jsonl`` or ``metrics.csv``, or an MLflow run (``runs:/<run_id>`` or its
+            name), which has no files beside it: its ``T`` is ``total_steps`` or its last logged step + 1.
         total_steps (int, optional): ``T``; overrides the files beside the metrics. Needed for an unfinished run
             without them.
         loss_key (str): The loss metric (e.g. an eval loss, ``metrics/eval/LanguageCrossEntropy``).
+        tracking_uri (str, optional): MLflow tracking store of an MLflow run; default ``MLFLOW_TRACKING_URI``.
 
     Raises:
-        ConfigError: If the file is missing or has no ``loss_key``, losses are logged beyond ``T``, none is finite,
+        ConfigError: If the run is missing or has no ``loss_key``, losses are logged beyond ``T``, none is finite,
             or ``run.json`` is malformed.
     """
-    metrics_path = metrics_file(path)
-    metrics = read_metrics(metrics_path)
+    source = resolve_run(path, tracking_uri)
+    metrics = source.read()
+    where = source.label
     if loss_key not in metrics:
-        fail(f'{metrics_path} has no metric {loss_key!r}; it has {sorted(metrics)}.')
+        fail(f'{where} has no metric {loss_key!r}; it has {sorted(metrics)}.')
     steps, losses = metrics[loss_key]
     finite = np.isfinite(losses)
     if not finite.all():
-        log.warning('%s: dropping %d non-finite losses.', metrics_path, int((~finite).sum()))
+        log.warning('%s: dropping %d non-finite losses.', where, int((~finite).sum()))
         steps, losses = steps[finite], losses[finite]
     if not steps.size:
-        fail(f'{metrics_path} has no finite {loss_key} value: nothing to normalize.')
+        fail(f'{where} has no finite {loss_key} value: nothing to normalize.')
     budget = run_file = None
-    config_path = metrics_path.with_name(CONFIG_NAME)
-    if config_path.is_file():
+    config_path = source.path.with_name(CONFIG_NAME) if source.path is not None else None
+    if config_path is not None and config_path.is_file():
         try:
             budget = from_foundry_config(load_train_config(str(config_path)))
         except ValueError as err:
             log.warning('%s: no total steps, tau or TPP from it (%s).', config_path, err)
-    json_path = _run_json(metrics_path)
+    json_path = _run_json(source.path) if source.path is not None else None
     if json_path is not None:
         run_file = read_run_json(json_path)
     if total_steps is None:
@@ -182,12 +188,11 @@ def load_run(path: Union[str, Path], total_steps: Optional[int] = None, loss_key
     if total_steps is None:
         total_steps = int(steps[-1]) + 1
         log.info('%s: no %s or %s giving T, so T = last logged step + 1 = %d (assumes the run finished).',
-                 metrics_path, RUN_JSON, CONFIG_NAME, total_steps)
+                 where, RUN_JSON, CONFIG_NAME, total_steps)
     if steps[-1] > total_steps:  # an eval loss after the last batch is logged at step T itself
-        fail(f'{metrics_path} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps}.')
-    name = metrics_path.parent.name if metrics_path.stem == 'metrics' else metrics_path.stem
+        fail(f'{where} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps}.')
     controls = run_file.controls if run_file is not None else (budget.controls if budget is not None else None)
-    return CollapseRun(name=name, curve=LossCurve(steps.astype(float), losses, int(total_steps)),
+    return CollapseRun(name=source.name, curve=LossCurve(steps.astype(float), losses, int(total_steps)),
                        lr=lr_series(metrics), budget=budget, controls=controls)
 
 

@@ -1,11 +1,12 @@
 """``foundry-ext analyze-loss``: the ``loss_spike_monitor`` detector run offline over an exported series.
 
-Input: a JSONL or CSV metrics file (formats in :mod:`foundry_ext.core.metrics_io`; e.g. the ``jsonl``
-logger's ``metrics.jsonl``). The series of one metric key goes through the same
-:class:`~foundry_ext.spikes.detector.SpikeDetector`, with the same per-stream defaults, as the callback uses
-online; at the last step, events still open are closed as ``truncated``. Batch outliers (one or two points above
-the threshold) are summarised apart from the spikes. Output: a text report, a JSON report and a PNG of the series
-with its trend, spike threshold, the events shaded by kind and the outliers marked.
+Input: a RUN (:func:`foundry_ext.core.metrics_io.resolve_run`): a JSONL or CSV metrics file (e.g. the ``jsonl``
+logger's ``metrics.jsonl``), a run folder, or an MLflow run (``runs:/<run_id>`` or its name). The series of one
+metric key goes through the same :class:`~foundry_ext.spikes.detector.SpikeDetector`, with the same per-stream
+defaults, as the callback uses online; at the last step, events still open are closed as ``truncated``. Batch
+outliers (one or two points above the threshold) are summarised apart from the spikes. Output: a text report, a
+JSON report and a PNG of the series with its trend, spike threshold, the events shaded by kind and the outliers
+marked.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from foundry_ext.core.jsonl import dumps
 from foundry_ext.core.metric_names import LOSS_KEY
-from foundry_ext.core.metrics_io import Series, read_metric
+from foundry_ext.core.metrics_io import Series, resolve_run
 from foundry_ext.spikes.config import DETECTOR_DEFAULTS, check_detector_kwargs, event_record, stream_detector_kwargs
 from foundry_ext.spikes.detector import BATCH_OUTLIER, EVENT_KINDS, LossEvent, SpikeDetector, TrendCurve
 from foundry_ext.spikes.offline import run_detector
@@ -50,6 +51,7 @@ class LossAnalysis:
         threshold (Series): The loss above which a spike opens, at each step after the warmup.
         notes (list[str]): Caveats, e.g. a series too short for the warmup.
         path (Path, optional): Input file.
+        source (str, optional): The run as read: the file's path, or ``runs:/<id> (<name>)`` of an MLflow run.
         png (Path, optional): Plot written.
         report (Path, optional): JSON report written.
     """
@@ -64,6 +66,7 @@ class LossAnalysis:
     threshold: Series
     notes: list[str] = field(default_factory=list)
     path: Optional[Path] = None
+    source: Optional[str] = None
     png: Optional[Path] = None
     report: Optional[Path] = None
 
@@ -79,6 +82,7 @@ class LossAnalysis:
         steps = self.loss[0]
         return {
             'file': None if self.path is None else str(self.path),
+            'source': self.source,
             'key': self.key,
             'points': int(len(steps)),
             'first_step': int(steps[0]) if len(steps) else None,
@@ -149,26 +153,31 @@ def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOS
 
 
 def analyze_loss(path: Union[str, Path], key: str = LOSS_KEY, out: Optional[Union[str, Path]] = None,
-                 report: Optional[Union[str, Path]] = None, detector: Optional[dict[str, Any]] = None) -> LossAnalysis:
-    """Reads one metric from a JSONL/CSV file, runs the detector, and writes the PNG and the JSON report.
+                 report: Optional[Union[str, Path]] = None, detector: Optional[dict[str, Any]] = None,
+                 tracking_uri: Optional[str] = None) -> LossAnalysis:
+    """Reads one metric of a run, runs the detector, and writes the PNG and the JSON report.
 
     Args:
-        path (str | Path): Metrics file.
+        path (str | Path): The RUN: a metrics file, a run folder, or an MLflow run (``runs:/<run_id>``, its name).
         key (str): Metric to analyse.
-        out (str | Path, optional): PNG path. Default: ``<file stem>.<key>.events.png`` next to the file.
+        out (str | Path, optional): PNG path. Default: ``<file stem>.<key>.events.png`` next to the file, or
+            ``<MLflow run name>.<key>.events.png`` in the working folder.
         report (str | Path, optional): JSON report path. Default: the PNG path with ``.json``.
         detector (dict[str, Any], optional): Checked detector settings (:func:`parse_settings`).
+        tracking_uri (str, optional): MLflow tracking store of an MLflow run; default ``MLFLOW_TRACKING_URI``.
     """
-    path = Path(path)
-    steps, losses = read_metric(path, key)
+    source = resolve_run(path, tracking_uri)
+    steps, losses = source.read_one(key)
     analysis = analyze_series(steps, losses, key, detector)
-    analysis.path = path
+    analysis.path, analysis.source = source.path, source.label
     safe_key = re.sub(r'[^A-Za-z0-9]+', '_', key).strip('_')
-    analysis.png = Path(out) if out is not None else path.with_name(f'{path.stem}.{safe_key}.events.png')
+    default = (source.path.with_name(f'{source.path.stem}.{safe_key}.events.png') if source.path is not None else
+               Path(f'{re.sub(r"[^A-Za-z0-9._-]+", "_", source.name)}.{safe_key}.events.png'))
+    analysis.png = Path(out) if out is not None else default
     analysis.report = Path(report) if report is not None else analysis.png.with_suffix('.json')
+    title = f'{source.path.parent.name}/{source.path.name}' if source.path is not None else source.label
     plot_loss_events(analysis.loss, analysis.events, analysis.ends, analysis.png, trend=analysis.trend,
-                     threshold=analysis.threshold, title=f'{path.parent.name}/{path.name}: {key}', ylabel=key,
-                     outliers=analysis.outliers)
+                     threshold=analysis.threshold, title=f'{title}: {key}', ylabel=key, outliers=analysis.outliers)
     analysis.report.parent.mkdir(parents=True, exist_ok=True)
     analysis.report.write_text(dumps(analysis.to_dict(), indent=1) + '\n')
     return analysis
@@ -178,7 +187,7 @@ def format_report(analysis: LossAnalysis) -> str:
     """A plain-text summary: the series, one line per event, the notes and the files written."""
     steps = analysis.loss[0]
     span = f'steps {steps[0]}-{steps[-1]}' if len(steps) else 'empty'
-    lines = [f'{analysis.path or "series"}: {analysis.key}, {len(steps)} points ({span})']
+    lines = [f'{analysis.source or analysis.path or "series"}: {analysis.key}, {len(steps)} points ({span})']
     counts = ', '.join(f'{n} {kind}' for kind, n in analysis.to_dict()['counts'].items() if n)
     lines.append(f'{len(analysis.events)} events' + (f': {counts}' if counts else ''))
     if analysis.events:

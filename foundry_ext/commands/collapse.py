@@ -1,8 +1,10 @@
 """``foundry-ext collapse``: AdamW timescale calculator, reference fit, early final-loss prediction, plots.
 
-A RUN is a metrics file written by the ``jsonl`` logger (or a CSV with a ``step`` column), or a folder holding
-``metrics.jsonl``. A ``config.yaml`` beside it (the run's training YAML with its overrides merged) gives the run
-length ``T``, ``tau`` and TPP; without one ``T`` is the last logged step + 1 (a finished run) or ``total_steps``.
+A RUN is a metrics file written by the ``jsonl`` logger (or a CSV with a ``step`` column), a folder holding
+``metrics.jsonl``, or an MLflow run (``runs:/<run_id>`` or its name, in ``tracking_uri`` or ``MLFLOW_TRACKING_URI``;
+:func:`foundry_ext.core.metrics_io.resolve_run`). A ``config.yaml`` beside a metrics file (the run's training YAML
+with its overrides merged) gives the run length ``T``, ``tau`` and TPP; without one (an MLflow run has none) ``T``
+is the last logged step + 1 (a finished run) or ``total_steps``.
 The LR schedule is read from the LR the run logged (``lr_monitor``). See docs/collapse.md.
 
 Each command returns a :class:`Report`: the lines to print and the warnings met on the way.
@@ -76,7 +78,7 @@ def _control_ranges(controls: Sequence[Controls]) -> str:
 
 
 def fit(runs: Sequence[str], out: str, smooth: Optional[int] = None, fit_start: Optional[float] = None,
-        final_loss: str = 'fit', loss_key: str = LOSS_KEY) -> Report:
+        final_loss: str = 'fit', loss_key: str = LOSS_KEY, tracking_uri: Optional[str] = None) -> Report:
     """Fits a reference curve ([SwC] Eq. 4) and its band on finished runs; writes ``out``.
 
     Runs with the same controls give the collapsed curve; runs whose controls differ (``tau``, TPP or size, from
@@ -90,7 +92,7 @@ def fit(runs: Sequence[str], out: str, smooth: Optional[int] = None, fit_start: 
     from foundry_ext.collapse.runs import fit_runs, load_run
 
     report = Report()
-    loaded = [load_run(path, loss_key=loss_key) for path in runs]
+    loaded = [load_run(path, loss_key=loss_key, tracking_uri=tracking_uri) for path in runs]
     unfinished = [r.name for r in loaded if not r.finished]
     if unfinished:
         fail(f'runs {unfinished} did not log a loss at their last step T - 1; fit needs finished runs (or their '
@@ -134,7 +136,7 @@ def fit(runs: Sequence[str], out: str, smooth: Optional[int] = None, fit_start: 
 
 def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, total_steps: Optional[int] = None,
             threshold: float = 3.0, consecutive: int = 5, window: float = 0.05, loss_key: str = LOSS_KEY,
-            align_window: Optional[float] = None) -> Report:
+            align_window: Optional[float] = None, tracking_uri: Optional[str] = None) -> Report:
     """Predicts a run's final loss from its beginning, and reports where it leaves the reference band.
 
     A size-aware reference is first specialized to the run's controls (from ``config.yaml`` or ``run.json``).
@@ -147,7 +149,7 @@ def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, tota
 
     report = Report()
     family = ReferenceCurve.from_json(Path(ref_path).read_text())
-    run = load_run(run_path, total_steps, loss_key)
+    run = load_run(run_path, total_steps, loss_key, tracking_uri)
     if run.controls is not None:
         for problem in family.controls_mismatch(run.controls.tau, run.controls.tpp):
             report.warnings.append(f'{problem}: collapse needs the same tau and TPP.')
@@ -182,7 +184,8 @@ def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, tota
 
 
 def plot(runs: Sequence[str], out: str, ref_path: Optional[str] = None, smooth: Optional[int] = None,
-         residuals: bool = False, total_steps: Optional[int] = None, loss_key: str = LOSS_KEY) -> Report:
+         residuals: bool = False, total_steps: Optional[int] = None, loss_key: str = LOSS_KEY,
+         tracking_uri: Optional[str] = None) -> Report:
     """Plots raw loss curves next to the normalized ones (L/L(T) against t/T)."""
     from foundry_ext.collapse.curves import smooth_curve
     from foundry_ext.collapse.plots import CollapseCurve, plot_collapse
@@ -196,7 +199,7 @@ def plot(runs: Sequence[str], out: str, ref_path: Optional[str] = None, smooth: 
     window = smooth if smooth is not None else (ref.smoothing if ref else 1)
     curves = []
     for i, path in enumerate(runs):
-        run = load_run(path, total_steps, loss_key)
+        run = load_run(path, total_steps, loss_key, tracking_uri)
         steps, losses = smooth_curve(run.curve.steps, run.curve.losses, window)
         own = ref.for_controls(run.controls) if ref is not None else None
         if run.finished:

@@ -51,11 +51,11 @@ class _Knots:
 
 def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: Optional[str] = None,
         law: str = 'multi-power', fit_from: Optional[str] = None, bootstrap: int = 32, interval: float = 0.9,
-        max_points: int = 256) -> LossLaw:
+        max_points: int = 256, tracking_uri: Optional[str] = None) -> LossLaw:
     """Fits a law on runs and writes it to ``out``; see :func:`~foundry_ext.loss_law.from_runs.fit_runs`.
 
     ``fit_from`` is a step, ``auto`` (chosen by cross-validation, :mod:`foundry_ext.loss_law.select`) or None (each
-    run's warmup end).
+    run's warmup end). ``tracking_uri`` is the MLflow tracking store of runs given as MLflow runs.
     """
     choice(law, '--law', list(LAWS))
     if fit_from is not None and fit_from != 'auto' and not str(fit_from).isdigit():
@@ -64,7 +64,7 @@ def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: O
         fail(f'--interval={interval!r} must be a level in (0, 1), e.g. 0.9.')
     if bootstrap < 0 or max_points < 10:
         fail(f'--bootstrap={bootstrap} must be >= 0 and --max-points={max_points} >= 10.')
-    loaded = load_runs(runs, loss_key, lr_key)
+    loaded = load_runs(runs, loss_key, lr_key, tracking_uri=tracking_uri)
     start = None if fit_from is None else int(fit_from) if fit_from != 'auto' else choose_fit_from(
         loaded, law, max_points)[0]
     fitted = fit_runs(loaded, law, fit_from=start, max_points=max_points, n_boot=bootstrap, interval=interval)
@@ -110,8 +110,9 @@ def yaml_schedule(cfg: dict, start: int = 0, prefix: Optional[np.ndarray] = None
     return LRSchedule(float(lr) * update_multipliers(alphas)), alphas
 
 
-def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw) -> tuple[LRSchedule, Optional[int]]:
-    steps, lrs, tokens = read_schedule(path, lr_key)
+def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw,
+                   tracking_uri: Optional[str] = None) -> tuple[LRSchedule, Optional[int]]:
+    steps, lrs, tokens = read_schedule(path, lr_key, tracking_uri)
     start = float(steps[0])
     if start > 1:
         main = find_main(start, float(lrs[0]), [_Knots(r.name, r.knots, r.joined_to) for r in law.runs])
@@ -125,8 +126,9 @@ def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw) -> tuple[LRSc
 
 
 def predict_schedule(law_path: str, schedule: str, overrides: Sequence[str] = (), lr_key: Optional[str] = None,
-                     out: Optional[str] = None) -> Prediction:
-    """Predicts the loss curve of ``schedule`` (a metrics/CSV file or a Foundry YAML) and optionally plots it."""
+                     out: Optional[str] = None, tracking_uri: Optional[str] = None) -> Prediction:
+    """Predicts the loss curve of ``schedule`` (a Foundry YAML, or the logged LR of a RUN: a metrics/CSV file, a run
+    folder or an MLflow run in ``tracking_uri``) and optionally plots it."""
     law = read_law(law_path)
     if Path(schedule).suffix in _YAML_SUFFIXES:
         cfg = load_train_config(schedule, overrides)
@@ -135,7 +137,7 @@ def predict_schedule(law_path: str, schedule: str, overrides: Sequence[str] = ()
     else:
         if overrides:
             fail(f'overrides {list(overrides)} apply to a YAML schedule only; {schedule} is a metrics/CSV file.')
-        sched, tokens = _file_schedule(schedule, lr_key, law)
+        sched, tokens = _file_schedule(schedule, lr_key, law, tracking_uri)
     prediction = predict(law, sched, source=schedule, tokens_per_step=tokens)
     if out:
         lr = (np.arange(sched.n, dtype=float), sched.lr)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from composer import Trainer
+from composer.loggers import MLFlowLogger
 from composer.utils import dist, format_name_with_dist, parse_uri
 
 from foundry_ext.callbacks.jsonl_logger import JSONLLogger
@@ -100,6 +101,10 @@ def report_outputs(trainer: Trainer) -> str:
         lines.append(f'  checkpoints: {folder} ({len(found)} checkpoints, newest: {newest})')
     else:
         lines.append('  checkpoints: none (save_folder is unset)')
+    for mlflow in (d for d in trainer.logger.destinations if isinstance(d, MLFlowLogger)):
+        # Composer keeps the MLflow run it created in _run_id; the store is the logger's tracking_uri.
+        lines.append(f'  MLflow: runs:/{mlflow._run_id} ({mlflow.run_name}) in {mlflow.tracking_uri}; browse it with '
+                     f'`mlflow ui --backend-store-uri {mlflow.tracking_uri}`')
     jsonl = [d for d in trainer.logger.destinations if isinstance(d, JSONLLogger)]
     if not jsonl or jsonl[0].path is None:
         lines.append('  metrics: add `loggers: {jsonl: {path: ...}}` to the YAML to keep them on disk')

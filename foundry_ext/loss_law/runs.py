@@ -1,7 +1,8 @@
 """Runs and schedules on disk for the loss laws: their loss and LR series, checked, with branches joined.
 
-A RUN is a metrics file (JSONL from the ``jsonl`` logger, or CSV with a ``step`` column) or a run folder holding
-``metrics.jsonl`` (:func:`foundry_ext.core.metrics_io.metrics_file`). Its loss is ``loss_key`` (default Composer's
+A RUN is a metrics file (JSONL from the ``jsonl`` logger, or CSV with a ``step`` column), a run folder holding
+``metrics.jsonl``, or an MLflow run (``runs:/<run_id>`` or its name; :func:`foundry_ext.core.metrics_io.resolve_run`).
+Its loss is ``loss_key`` (default Composer's
 ``loss/train/total``; a file without it but with a ``loss`` column, as public CSVs have, uses that) and its LR
 ``lr_key`` (default the key ``lr_monitor`` logs, ``lr-<Optimizer>/group0``; else an ``lr`` column).
 
@@ -14,7 +15,7 @@ branch's own losses are fitted. A late run
 with no such partner keeps the assumption of :mod:`foundry_ext.loss_law.schedule` (a linear warmup from zero),
 which is logged.
 
-If the run's training YAML lies beside its metrics as ``config.yaml``, its tokens per step
+If the run's training YAML lies beside its ``metrics.jsonl`` as ``config.yaml``, its tokens per step
 (``global_train_batch_size * max_seq_len``) are recorded, so that a schedule with steps of another size is refused.
 """
 
@@ -31,7 +32,7 @@ from foundry_ext.core.config import load_train_config
 from foundry_ext.core.errors import fail
 from foundry_ext.core.metric_names import (LOSS_ALIASES, LOSS_KEY, LR_ALIASES, find_loss_key, find_lr_key,
                                            is_lr_monitor_key)
-from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, metrics_file, read_metrics
+from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, RunSource, resolve_run
 from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ class Run:
     """One run's losses and logged LRs (its main run's LRs before its own, once joined).
 
     Attributes:
-        name (str): The run folder's name, or the metrics file's stem.
-        source (str): The path given.
+        name (str): The run folder's name, the metrics file's stem, or the MLflow run's name.
+        source (str): The metrics file, or the MLflow run as ``runs:/<id> (<name>)``.
         loss_steps (np.ndarray): Steps of the losses.
         losses (np.ndarray): The losses.
         lr_steps (np.ndarray): Steps of the logged LRs.
@@ -144,9 +145,11 @@ def _checked(steps: np.ndarray, values: np.ndarray, key: str, source: str, what:
     return steps, values
 
 
-def _tokens_per_step(path: Path) -> Optional[int]:
-    config_path = path.with_name(CONFIG_NAME)
-    if path.name != METRICS_NAME or not config_path.is_file():
+def _tokens_per_step(source: RunSource) -> Optional[int]:
+    if source.path is None or source.path.name != METRICS_NAME:
+        return None
+    config_path = source.path.with_name(CONFIG_NAME)
+    if not config_path.is_file():
         return None
     cfg = load_train_config(str(config_path))
     try:
@@ -156,18 +159,19 @@ def _tokens_per_step(path: Path) -> Optional[int]:
 
 
 def load_run(path: Union[str, Path], loss_key: Optional[str] = None, lr_key: Optional[str] = None,
-             loss_option: str = '--loss-key', lr_option: str = '--lr-key') -> Run:
-    """Reads and checks one run (not joined; see :func:`load_runs`)."""
-    file = metrics_file(path)
-    metrics = read_metrics(file)
-    resolved_loss, resolved_lr = resolve_keys(list(metrics), str(path), loss_key, lr_key, loss_option, lr_option)
-    loss_steps, losses = _checked(*metrics[resolved_loss], resolved_loss, str(path), 'losses')
-    lr_steps, lrs = _checked(*metrics[resolved_lr], resolved_lr, str(path), 'LRs')
+             loss_option: str = '--loss-key', lr_option: str = '--lr-key', tracking_uri: Optional[str] = None) -> Run:
+    """Reads and checks one RUN (not joined; see :func:`load_runs`); ``tracking_uri`` is the MLflow tracking store
+    of an MLflow run (default ``MLFLOW_TRACKING_URI``)."""
+    source = resolve_run(path, tracking_uri)
+    metrics = source.read()
+    where = source.label
+    resolved_loss, resolved_lr = resolve_keys(list(metrics), where, loss_key, lr_key, loss_option, lr_option)
+    loss_steps, losses = _checked(*metrics[resolved_loss], resolved_loss, where, 'losses')
+    lr_steps, lrs = _checked(*metrics[resolved_lr], resolved_lr, where, 'LRs')
     if lrs.max(initial=0.0) <= 0:
-        fail(f'{path}: {resolved_lr} is never above 0; the laws need the LR the run trained with.')
-    name = file.parent.name if file.name == METRICS_NAME else file.stem
-    return Run(name, str(path), loss_steps.astype(float), losses, lr_steps.astype(float), lrs, resolved_loss,
-               resolved_lr, _tokens_per_step(file))
+        fail(f'{where}: {resolved_lr} is never above 0; the laws need the LR the run trained with.')
+    return Run(source.name, where, loss_steps.astype(float), losses, lr_steps.astype(float), lrs, resolved_loss,
+               resolved_lr, _tokens_per_step(source))
 
 
 class LRHistory(Protocol):
@@ -214,9 +218,11 @@ def join_branches(runs: Sequence[Run]) -> list[Run]:
 
 
 def load_runs(paths: Sequence[Union[str, Path]], loss_key: Optional[str] = None, lr_key: Optional[str] = None,
-              loss_option: str = '--loss-key', lr_option: str = '--lr-key') -> list[Run]:
-    """Reads, checks and joins runs; names must be unique (a folder's name, else the file's stem)."""
-    runs = join_branches([load_run(p, loss_key, lr_key, loss_option, lr_option) for p in paths])
+              loss_option: str = '--loss-key', lr_option: str = '--lr-key',
+              tracking_uri: Optional[str] = None) -> list[Run]:
+    """Reads, checks and joins RUNs; names must be unique (a folder's name, else the file's stem or the MLflow run's
+    name)."""
+    runs = join_branches([load_run(p, loss_key, lr_key, loss_option, lr_option, tracking_uri) for p in paths])
     seen: dict[str, str] = {}
     for run in runs:
         if run.name in seen:
@@ -225,19 +231,21 @@ def load_runs(paths: Sequence[Union[str, Path]], loss_key: Optional[str] = None,
     return runs
 
 
-def read_schedule(path: Union[str, Path], lr_key: Optional[str] = None) -> tuple[np.ndarray, np.ndarray,
-                                                                                 Optional[int]]:
-    """A schedule file's logged ``(steps, lrs)`` and tokens per step (if a ``config.yaml`` is beside it).
+def read_schedule(path: Union[str, Path], lr_key: Optional[str] = None,
+                  tracking_uri: Optional[str] = None) -> tuple[np.ndarray, np.ndarray, Optional[int]]:
+    """A schedule's logged ``(steps, lrs)``, from a metrics file or any RUN (an MLflow run too), and its tokens per
+    step (if a ``config.yaml`` is beside it).
 
     The LR is interpolated linearly between rows and the last row is the final step.
     """
-    file = metrics_file(path)
-    metrics = read_metrics(file)
+    source = resolve_run(path, tracking_uri)
+    metrics = source.read()
+    where = source.label
     if not metrics:
-        fail(f'{path} has no rows with a "step": a schedule file needs a step column (batches) and an LR column. If '
+        fail(f'{where} has no rows with a "step": a schedule file needs a step column (batches) and an LR column. If '
              f'its steps are tokens or samples, divide them by the tokens or samples per batch first.')
-    _, key = resolve_keys(list(metrics), str(path), None, lr_key, need_loss=False)
-    steps, lrs = _checked(*metrics[key], key, str(path), 'LRs')
+    _, key = resolve_keys(list(metrics), where, None, lr_key, need_loss=False)
+    steps, lrs = _checked(*metrics[key], key, where, 'LRs')
     if steps.size < 2:
-        fail(f'{path}: {key} has {steps.size} row(s); a schedule needs at least 2 (the last is the final step).')
-    return steps.astype(float), lrs, _tokens_per_step(file)
+        fail(f'{where}: {key} has {steps.size} row(s); a schedule needs at least 2 (the last is the final step).')
+    return steps.astype(float), lrs, _tokens_per_step(source)

@@ -24,7 +24,7 @@ def test_a_bad_yaml_value_is_one_line_with_exit_code_2(tmp_path):
 def test_a_missing_file_is_one_line_with_exit_code_2(tmp_path):
     result = _foundry_ext('analyze-loss', str(tmp_path / 'nowhere.csv'))
     assert result.returncode == 2 and 'Traceback' not in result.stderr
-    assert 'error: No such file or directory: ' in result.stderr and 'nowhere.csv' in result.stderr
+    assert f'error: {tmp_path / "nowhere.csv"}: no such file or folder. A RUN is a metrics file' in result.stderr
 
 
 def test_an_injected_bug_reaches_the_user_with_its_traceback(tmp_path):
