@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from foundry_ext.core.errors import fail
 from foundry_ext.core.jsonl import dumps
 from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.core.metrics_io import Series, resolve_run
@@ -106,15 +107,15 @@ def parse_settings(items: Optional[Sequence[str]]) -> dict[str, Any]:
     for item in items or ():
         key, sep, value = item.partition('=')
         if not sep:
-            raise ValueError(f'{_WHERE} {item!r}: expected KEY=VALUE, e.g. z_threshold=5. Settings: '
-                             f'{", ".join(sorted(DETECTOR_DEFAULTS))}.')
+            fail(f'{_WHERE} {item!r}: expected KEY=VALUE, e.g. z_threshold=5. Settings: '
+                 f'{", ".join(sorted(DETECTOR_DEFAULTS))}.')
         try:
             settings[key.strip()] = int(value)
         except ValueError:
             try:
                 settings[key.strip()] = float(value)
             except ValueError:
-                raise ValueError(f'{_WHERE} {item!r}: {value!r} is not a number.') from None
+                fail(f'{_WHERE} {item!r}: {value!r} is not a number.')
     return check_detector_kwargs(settings, _WHERE)
 
 
@@ -133,6 +134,10 @@ def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOS
     spike_detector = SpikeDetector(**kwargs)
     steps = np.asarray(steps, dtype=np.int64)
     losses = np.asarray(losses, dtype=np.float64)
+    non_positive = int((np.isfinite(losses) & (losses <= 0)).sum())
+    if len(losses) and non_positive == len(losses):
+        fail(f'{key}: all {len(losses)} values are <= 0, and the detector works on the log of a loss. Pick a loss '
+             f'metric (cross-entropy, perplexity) with --key.')
     curve = TrendCurve()
     closed = run_detector(spike_detector, steps, losses, curve)
     events = [(step, e) for step, e in closed if e.kind != BATCH_OUTLIER]
@@ -142,8 +147,13 @@ def analyze_series(steps: Sequence[int], losses: Sequence[float], key: str = LOS
     if finite < warmup:
         notes.append(f'Only {finite} finite points, fewer than warmup_steps={warmup}: the detector '
                      f'never left its warmup, so only non-finite losses could be reported.')
+    elif len(steps) > warmup:
+        notes.append(f'Detection starts after warmup_steps={warmup} points: steps {steps[0]} to {steps[warmup - 1]} '
+                     f'were only checked for non-finite losses (--detector warmup_steps=N for a shorter warmup).')
     if finite < len(losses):
         notes.append(f'{len(losses) - finite} non-finite losses (NaN/inf), reported as spikes of infinite height.')
+    if non_positive:
+        notes.append(f'{non_positive} values <= 0 were left out (they have no log).')
     trend_steps, trend, threshold = curve.arrays()
     return LossAnalysis(key=key, loss=(steps, losses), detector=dict(spike_detector.config),
                         events=[e for _, e in events],

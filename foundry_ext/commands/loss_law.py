@@ -121,8 +121,9 @@ def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw,
             steps, lrs = np.concatenate([main.lr_steps[before], steps]), np.concatenate([main.lrs[before], lrs])
             log.info('%s starts at step %d; its LR before comes from the fitted run %s.', path, start, main.name)
         else:
-            log.info('%s starts at step %d; assuming a linear warmup from 0 at step 0 before it.', path, start)
-    return LRSchedule.from_logged(steps, lrs, end=int(round(steps[-1]))), tokens
+            log.warning('%s starts at step %d and no fitted run has its LR there; assuming a linear warmup from 0 at '
+                        'step 0 before it. If it branches off a run, fit the law on that run too.', path, start)
+    return LRSchedule.from_logged(steps, lrs, end=int(round(steps[-1])), source=path), tokens
 
 
 def predict_schedule(law_path: str, schedule: str, overrides: Sequence[str] = (), lr_key: Optional[str] = None,

@@ -28,6 +28,7 @@ import csv
 import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -114,8 +115,10 @@ def _one_metric(path: Path, key: str) -> Optional[Series]:
             header = next(csv.reader(f), [])
         if 'step' not in header or key not in header:
             return None
-        table = np.loadtxt(path, delimiter=',', skiprows=1, usecols=(header.index('step'), header.index(key)),
-                           dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():  # a header without rows: no table, and the reader below says so
+            warnings.simplefilter('ignore', UserWarning)
+            table = np.loadtxt(path, delimiter=',', skiprows=1, usecols=(header.index('step'), header.index(key)),
+                               dtype=np.float64, ndmin=2)
         steps, values = table[:, 0], table[:, 1]
     else:
         text = path.read_text()
@@ -169,7 +172,9 @@ class RunSource:
             self._check_keys(keys, self.mlflow.metric_keys)
             return read_history(self.mlflow, keys)
         metrics = read_metrics(self.path)
-        self._check_keys(keys, metrics)
+        if not metrics and not _rows(self.path):
+            fail(f'{self.label} has no rows (an empty file, or a header only). Give a run that has logged metrics.')
+        self._check_keys(keys, list(metrics))
         return metrics if keys is None else {key: metrics[key] for key in keys}
 
     def read_one(self, key: str) -> Series:

@@ -83,7 +83,7 @@ class Run:
 
     def schedule(self) -> LRSchedule:
         """The per-step LR up to the final step."""
-        return LRSchedule.from_logged(self.lr_steps, self.lrs, end=self.final_step + 1)
+        return LRSchedule.from_logged(self.lr_steps, self.lrs, end=self.final_step + 1, source=self.source)
 
     def lr_at(self, step: float) -> float:
         """The logged LR interpolated at ``step``."""
@@ -211,8 +211,9 @@ def join_branches(runs: Sequence[Run]) -> list[Run]:
             log.info('%s: its LR is logged from step %d; joined to %s for the steps before.', run.name, start,
                      main.name)
         elif start > 1:
-            log.info('%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0 (if it branched '
-                     'off another run, give that run too and it is joined).', run.name, start)
+            log.warning('%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0. If it '
+                        'branched off another run, give that run too (it is joined where its LR matches), else the '
+                        'fit may be poor.', run.name, start)
         joined[i] = run
     return [joined[i] for i in range(len(runs))]
 

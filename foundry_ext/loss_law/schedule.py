@@ -24,9 +24,14 @@ from typing import Optional
 
 import numpy as np
 
+from foundry_ext.core.errors import fail
+
 log = logging.getLogger(__name__)
 
-__all__ = ['LRSchedule', 'compress_knots']
+__all__ = ['MAX_STEPS', 'LRSchedule', 'compress_knots']
+
+# More updates than any training run takes: steps counted in tokens or samples (and arrays of gigabytes).
+MAX_STEPS = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,8 @@ class LRSchedule:
         object.__setattr__(self, 'lr', np.asarray(self.lr, dtype=float))
 
     @classmethod
-    def from_logged(cls, steps: np.ndarray, values: np.ndarray, end: Optional[int] = None) -> 'LRSchedule':
+    def from_logged(cls, steps: np.ndarray, values: np.ndarray, end: Optional[int] = None,
+                    source: str = 'the run') -> 'LRSchedule':
         """Rebuilds the per-step LR from logged ``(step, lr)`` pairs.
 
         Args:
@@ -51,10 +57,15 @@ class LRSchedule:
             values (np.ndarray): The LR logged at each step.
             end (int, optional): Number of updates to rebuild (the run's final step); default the last logged
                 step + 1, so the last logged LR is the last update's.
+            source (str): The run or file, for the error on more than ``MAX_STEPS`` updates.
         """
         steps = np.asarray(steps, dtype=float)
         values = np.asarray(values, dtype=float)
         n = int(steps[-1]) + 1 if end is None else int(end)
+        if n > MAX_STEPS:
+            fail(f'{source}: its steps go up to {n - 1:,}, more optimizer steps than any training run takes (at most '
+                 f'{MAX_STEPS:,} here). Are they tokens or samples? The laws count steps (batches): divide by the '
+                 f'tokens or samples per batch, or log against the batch count.')
         tau = np.arange(n, dtype=float)
         if steps[0] > 0:  # the assumed linear warmup from zero
             steps, values = np.concatenate([[0.0], steps]), np.concatenate([[0.0], values])

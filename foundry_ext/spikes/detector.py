@@ -354,11 +354,14 @@ class SpikeDetector:
         before = np.concatenate([[-1 if self._last_step is None else self._last_step], steps[:-1]])
         latest = np.maximum.accumulate(np.where(np.concatenate([[True], positive[:-1]]), before, -1))
         keep = positive & (steps > latest)
-        for step, loss, good in zip(steps[~keep].tolist(), losses[~keep].tolist(), positive[~keep].tolist()):
-            if good:
-                log.warning('Ignoring loss for step %d: not after the last step.', step)
-            else:
-                log.warning('Ignoring non-positive loss %g at step %d: it has no log.', loss, step)
+        # One line per kind, not per point: a whole series of them must not flood the log.
+        late, non_positive = np.flatnonzero(~keep & positive), np.flatnonzero(~positive)
+        if late.size:
+            log.warning('Ignoring the loss of %d step(s) not after the last step (first: step %d).', late.size,
+                        steps[late[0]])
+        if non_positive.size:
+            log.warning('Ignoring %d non-positive loss(es) (first: %g at step %d): they have no log.',
+                        non_positive.size, losses[non_positive[0]], steps[non_positive[0]])
         return steps[keep], losses[keep]
 
     def _normal(self, steps: np.ndarray, ys: np.ndarray, events: list, curve: Optional[TrendCurve]) -> int:

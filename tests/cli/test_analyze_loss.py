@@ -90,6 +90,24 @@ def test_bad_settings_and_short_series_are_reported(tmp_path):
     assert result.exit_code == 2 and "no metric 'loss'" in _flat(result.output)
     result = _invoke(path)
     assert result.exit_code == 0 and 'note: Only 20 finite points, fewer than warmup_steps=100' in result.output
+    result = _invoke(path, '-d', 'warmup_steps=5')
+    assert result.exit_code == 0 and 'note: Detection starts after warmup_steps=5 points: steps 0 to 4' in result.output
+    (tmp_path / 'header.csv').write_text('step,loss/train/total\n')
+    result = _invoke(tmp_path / 'header.csv')
+    assert result.exit_code == 2 and 'header.csv has no rows' in _flat(result.output)
+
+
+def test_a_metric_that_is_not_a_loss_is_one_line_and_its_points_one_warning(tmp_path, caplog):
+    path = tmp_path / 'm.csv'
+    path.write_text('step,grad,loss/train/total\n' + ''.join(f'{s},{-1 - s},{3 - s / 500}\n' for s in range(300)))
+    result = _invoke(path, '--key', 'grad')
+    assert result.exit_code == 2 and 'grad: all 300 values are <= 0' in _flat(result.output)
+    path.write_text('step,loss/train/total\n' + ''.join(f'{s},{3 - s / 500 if s % 7 else -1}\n' for s in range(300)))
+    caplog.clear()
+    result = _invoke(path)
+    assert result.exit_code == 0 and '43 values <= 0 were left out' in result.output
+    ignoring = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Ignoring')]
+    assert ignoring == ['Ignoring 43 non-positive loss(es) (first: -1 at step 0): they have no log.']
 
 
 def test_the_console_script_prints_bad_input_as_one_line(tmp_path):

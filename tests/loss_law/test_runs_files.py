@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from foundry_ext.core.errors import ConfigError
-from foundry_ext.loss_law.law_file import read_law, write_law
 from foundry_ext.loss_law.from_runs import fit_runs
+from foundry_ext.loss_law.law_file import read_law, write_law
 from foundry_ext.loss_law.predict import predict
 from foundry_ext.loss_law.runs import join_branches, load_runs, read_schedule
 from foundry_ext.loss_law.schedule import LRSchedule
@@ -120,3 +120,19 @@ def test_schedules_in_other_units_are_refused(small_law, factor, steps, tokens, 
             predict(small_law, LRSchedule(wsd_lr(steps, None) * factor), tokens_per_step=tokens)
     finally:
         small_law.tokens_per_step = None
+
+
+def test_steps_counted_in_tokens_are_refused_before_any_per_step_array(tmp_path):
+    path = tmp_path / 'tokens_as_steps.csv'
+    path.write_text('step,lr,loss\n' + ''.join(f'{s * 102400},0.001,{3 - s / 1e4}\n' for s in range(1, 200)))
+    with pytest.raises(ConfigError, match=r'tokens_as_steps\.csv: its steps go up to 20,377,600.*tokens or samples'):
+        load_runs([path])[0].schedule()
+
+
+def test_a_peak_lr_off_the_fitted_runs_is_warned_about(caplog):
+    law = fit_runs([synthetic_run('constant', wsd_lr(3000, None)), synthetic_run('wsd', wsd_lr(3000, 2000))],
+                   'multi-power')
+    for factor, warned in ((1.0, False), (1.5, True)):
+        caplog.clear()
+        predict(law, LRSchedule(factor * wsd_lr(3000, 2400)), source='s')
+        assert any('1.5x the fitted runs' in r.getMessage() for r in caplog.records) == warned
