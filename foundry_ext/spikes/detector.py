@@ -1,11 +1,12 @@
 """Loss-spike detection and classification, one step at a time (online) or a whole series at once (offline).
 
-:class:`SpikeDetector` takes the (all-reduced) training loss of each step and reports loss events as they open
-and as they are classified (kinds in :mod:`foundry_ext.spikes.events`). :meth:`SpikeDetector.update` feeds one
-point (the training callback), :meth:`SpikeDetector.feed` a whole series (``analyze-loss``, benchmarks, through :mod:`foundry_ext.spikes.offline`); both run
-the same code, in which normal points go through the vectorised statistics of :mod:`foundry_ext.spikes.statistics`
-and open spikes through :mod:`foundry_ext.spikes.follow`, so they report identical events. The whole state is a
-small JSON dict, so a resumed run reports exactly what an uninterrupted run would have. Per point:
+:class:`SpikeDetector` takes the (all-reduced) training loss of each step and reports loss events as they open and
+as they are classified (kinds in :mod:`foundry_ext.spikes.events`). :meth:`SpikeDetector.update` feeds one point
+(the training callback), :meth:`SpikeDetector.feed` a whole series (``analyze-loss``, benchmarks, through
+:mod:`foundry_ext.spikes.offline`); both run the same code, in which normal points go through the vectorised
+statistics of :mod:`foundry_ext.spikes.statistics` and open spikes through :mod:`foundry_ext.spikes.follow`, so they
+report identical events. The whole state is a small JSON dict, so a resumed run reports exactly what an
+uninterrupted run would have. Per point:
 
 1. *Threshold.* The statistics give the trend prediction ``y_hat`` of the log-loss ``y`` and whether
    ``y - y_hat > max(z_threshold * sigma, log1p(min_height))``. Points above it feed the statistics like any
