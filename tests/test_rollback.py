@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional, Sequence
 
 import pytest
 
@@ -39,32 +40,31 @@ def _args(run_dir: Path, corpus: Path, plan: Path, action: str = 'rollback') -> 
               if action == 'rollback' else [])]
 
 
-def _supervise(run_dir: Path, args: list[str], launches: int) -> list[int]:
-    """Relaunches the same command while it exits non-zero (at most ``launches`` times); returns the exit codes."""
-    codes: list[int] = []
-    while len(codes) < launches and (not codes or codes[-1] != 0):
-        codes.append(launch(run_dir, args).wait(timeout=600))
-    return codes
-
-
 def _losses(run_dir: Path) -> dict[int, float]:
     steps, values = read_metrics(run_dir / 'metrics.jsonl')['loss/train/total']
     return dict(zip(steps.tolist(), values.tolist()))
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp('rollback')
+def rollback_runs(root: Path, nproc: int = 1, extra: Sequence[str] = (), env: Optional[dict] = None) -> dict:
+    """Two runs over the pocket, each relaunched until it exits 0: ``straight``, and ``killed`` (SIGKILL at batch
+    ``KILL_AT``, after the rollback); returns their folders, exit codes and the straight run's output."""
     corpus = garbage_corpus_copy(root / 'pocket', *POCKET, vocab_size=258)
     (root / 'no_crash.json').write_text('[]')
     (root / 'kill.json').write_text(json.dumps([{'event': 'batch_end', 'batch': KILL_AT, 'how': 'kill'}]))
-    straight, killed = root / 'straight', root / 'killed'
-    codes = {
-        'straight': _supervise(straight, _args(straight, corpus, root / 'no_crash.json'), 3),
-        'killed': _supervise(killed, _args(killed, corpus, root / 'kill.json'), 4),
-    }
-    return {'root': root, 'straight': straight, 'killed': killed, 'codes': codes,
-            'log': (straight / 'launcher.log').read_text()}
+    runs: dict = {'codes': {}}
+    for name, plan, launches in (('straight', 'no_crash.json', 3), ('killed', 'kill.json', 4)):
+        run_dir = runs[name] = root / name
+        args = [*_args(run_dir, corpus, root / plan), *extra]
+        codes = runs['codes'][name] = []
+        while len(codes) < launches and (not codes or codes[-1] != 0):
+            codes.append(launch(run_dir, args, nproc=nproc, env=env).wait(timeout=900))
+    runs['log'] = (runs['straight'] / 'launcher.log').read_text()
+    return runs
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory) -> dict:
+    return rollback_runs(tmp_path_factory.mktemp('rollback'))
 
 
 def test_the_run_rolls_back_once_with_exit_code_75_and_then_finishes(runs):
@@ -114,3 +114,20 @@ def test_a_kill_after_the_rollback_and_autoresume_end_bitwise_equal(runs):
     assert_same_tensors(checkpoint_tensors(runs['killed'] / 'ckpt' / name),
                         checkpoint_tensors(runs['straight'] / 'ckpt' / name))
     assert _losses(runs['killed']) == _losses(runs['straight'])
+
+
+def test_after_max_rollbacks_the_next_event_stops_the_run_with_exit_0(tmp_path):
+    # A skip of 2 batches lands inside the pocket again: the second not-recovering spike finds max_rollbacks used.
+    corpus = garbage_corpus_copy(tmp_path / 'pocket', *POCKET, vocab_size=258)
+    (tmp_path / 'no_crash.json').write_text('[]')
+    run_dir = tmp_path / 'run'
+    args = [*_args(run_dir, corpus, tmp_path / 'no_crash.json'), 'callbacks.loss_spike_monitor.rollback.skip_batches=2',
+            'callbacks.loss_spike_monitor.rollback.max_rollbacks=1']
+    codes = [launch(run_dir, args).wait(timeout=900)]
+    codes.append(launch(run_dir, args).wait(timeout=900))
+    log = (run_dir / 'launcher.log').read_text()
+    assert codes == [75, 0], log[-3000:]
+    (entry,) = json.loads((run_dir / 'ckpt' / 'rollbacks.json').read_text())
+    assert entry['skip']['samples'][1] < POCKET[1]
+    assert 'STOPPING TRAINING' in log and 'none: max_rollbacks=1 rollbacks were done already' in log
+    assert max(_losses(run_dir)) < MAX - 1  # stopped early

@@ -30,8 +30,9 @@ decision, so all ranks stop after the same batch, through ``state.stop_training(
 newest checkpoint saved before the event's onset. The action ``rollback`` (PaLM's recipe) ends the run with exit
 code 75 and an instruction in ``<save_folder>/rollbacks.json`` that the relaunch applies: it resumes from a
 checkpoint ``steps_before_onset`` before the onset, past ``skip_batches`` batches of data from the onset's batch
-(:mod:`foundry_ext.callbacks.spike_rollback`, ``docs/loss_spikes.md``). The detector states and the list of notifications are
-in the callback's ``state_dict``, so a resumed run continues detection exactly where the checkpoint left it.
+(:mod:`foundry_ext.callbacks.spike_rollback`, ``docs/loss_spikes.md``). The detector states, the list of
+notifications and the rollbacks made are in the callback's ``state_dict``, so a resumed run continues detection
+exactly where the checkpoint left it.
 """
 
 from __future__ import annotations
@@ -270,7 +271,8 @@ class LossSpikeMonitor(Callback):
     def _decision_delay(self) -> int:
         """The most steps after an onset at which an event whose action is rollback is acted on."""
         kinds = [kind for kind, action in self.actions.items() if action == 'rollback']
-        follow = max(self._kwargs_for(stream).get('max_follow_steps', 2000) for stream in (LOSS_KEY, EVAL_CROSS_ENTROPY))
+        follow = max(SpikeDetector(**self._kwargs_for(stream)).config['max_follow_steps']
+                     for stream in (LOSS_KEY, EVAL_CROSS_ENTROPY))
         return max(SPIKE_DETECTION_DELAY if kind in (SPIKE, DIVERGENCE) else follow + SPIKE_DETECTION_DELAY
                    for kind in kinds)
 
@@ -329,7 +331,7 @@ class LossSpikeMonitor(Callback):
             # A divergence was acted on when it opened; its closing is only reported.
             action = 'log' if event.kind == DIVERGENCE else self.actions[event.kind]
         extra: dict[str, Any] = {'action': action}
-        if action == 'stop':
+        if action in ('stop', 'rollback'):  # a rollback that cannot be done stops
             extra['checkpoint_before_onset'] = _checkpoint_before(state, event.onset_step, keep=True)
         record = event_record(stream, event, **extra)
         self.events.append(record)
@@ -395,18 +397,19 @@ class LossSpikeMonitor(Callback):
         deciders = [r for r, flag in enumerate(decisions) if flag]
         if not deciders:
             return
-        if all(flag == _ROLLBACK for flag in decisions) and self._rollback.decide(state, logger, rollbacks[0], self._batches):
+        if all(flag == _ROLLBACK for flag in decisions) and self._rollback is not None and \
+                self._rollback.decide(state, logger, rollbacks[0], self._batches):
             return
         stops = acts
         # Rank 0 explains the stop; another rank only when rank 0 did not decide it.
         if stops and (rank == 0 or 0 not in deciders):
             for record in stops:
                 log.error('%s: STOPPING TRAINING after step %d: %s event on %s, onset step %d, peak loss %s at '
-                          'step %d, baseline %s (actions.%s = stop). Last checkpoint before the onset: %s. Roll '
+                          'step %d, baseline %s (actions.%s = %s). Last checkpoint before the onset: %s. Roll '
                           'back to it and skip the data around the onset to continue.', WHERE, step,
                           record['kind'], record['stream'], record['onset_step'], _short(record['peak_loss']),
                           record['peak_step'], _short(record['baseline_loss']), record['kind'],
-                          record['checkpoint_before_onset'])
+                          self.actions[record['kind']], record['checkpoint_before_onset'])
         if rank == 0 and not stops:
             log.error('%s: STOPPING TRAINING after step %d because rank(s) %s decided to (their logs say why). The '
                       'ranks disagree, so their losses or settings differ.', WHERE, step, deciders)

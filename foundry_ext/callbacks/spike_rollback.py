@@ -37,9 +37,9 @@ from foundry_ext.core.composer_private import (checkpoint_interval, checkpoint_n
 from foundry_ext.core.errors import ConfigError, fail
 from foundry_ext.core.exits import EXIT_ROLLBACK, exit_every_rank
 from foundry_ext.core.metric_names import LOSS_SPIKE_PREFIX
-from foundry_ext.spikes.rollback import (APPLIED, MANIFEST, PENDING, ROLLED_BACK, SPIKE_DETECTION_DELAY,
-                                         RollbackSettings, checkpoints_to_keep, entries_to_apply, onset_position,
-                                         read_manifest, rollback_checkpoint, skip_window, write_manifest)
+from foundry_ext.spikes.rollback import (APPLIED, MANIFEST, PENDING, ROLLED_BACK, RollbackSettings,
+                                         checkpoints_to_keep, entries_to_apply, onset_position, read_manifest,
+                                         rollback_checkpoint, skip_window, write_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,9 @@ class SpikeRollback:
                       f'{settings.max_rollbacks}): {record["kind"]} on {record["stream"]}, onset step {onset}, peak '
                       f'loss {record["peak_loss"]} at step {record["peak_step"]}. The relaunch resumes from '
                       f'{chosen[1]} (batch {chosen[0]}) and skips samples [{window["samples"][0]}, '
-                      f'{window["samples"][1]}) of epoch {window["epoch"]} ({window["batches"][1] - window["batches"][0]}'
-                      f' batches from the onset\'s). Exit code {EXIT_ROLLBACK}: relaunch the same command.')
+                      f'{window["samples"][1]}) of epoch {window["epoch"]} '
+                      f'({window["batches"][1] - window["batches"][0]} batches from the onset\'s). Exit code '
+                      f'{EXIT_ROLLBACK}: relaunch the same command.')
         exit_every_rank(EXIT_ROLLBACK)
 
     def done(self, state: State) -> list[dict[str, Any]]:
@@ -232,7 +233,7 @@ class SpikeRollback:
         if int(ts.epoch) != window['epoch']:
             raise ConfigError(f'{self.where}: the rollback checkpoint is in epoch {int(ts.epoch)}, the skipped window '
                               f'in epoch {window["epoch"]}; a rollback across an epoch boundary is not supported. '
-                              f'Raise steps_before_onset less, or save checkpoints more often.')
+                              f'Lower steps_before_onset, or save checkpoints more often.')
         dataset = streaming_train_dataset(state)
         assert dataset is not None, 'checked before training'
         resume = dataset.state_dict(int(ts.sample_in_epoch), True)

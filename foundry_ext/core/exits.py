@@ -4,7 +4,7 @@
 |---|---|---|
 | 0 | the run finished, or stopped on purpose (``loss_spike_monitor`` action ``stop``, or after ``max_rollbacks``) | stop |
 | 2 | bad input: one line ``error: ...`` names the key, the value and the fix | stop, fix the input |
-| 75 | ``EX_TEMPFAIL``: a rollback was decided or its data skip made; the save folder holds the instruction that the next launch applies | relaunch the same command |
+| 75 | ``EX_TEMPFAIL``: ``loss_spike_monitor`` decided a rollback; ``<save_folder>/rollbacks.json`` holds the instruction that the next launch applies | relaunch the same command |
 | other | a crash (a bug, a killed process) | relaunch the same command |
 """
 

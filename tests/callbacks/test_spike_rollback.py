@@ -16,7 +16,8 @@ ROLLBACK = {'steps_before_onset': 10, 'skip_batches': 20}
 
 
 def _monitor(**kwargs) -> LossSpikeMonitor:
-    return LossSpikeMonitor(actions=ACTIONS, rollback=ROLLBACK, detector={'fast_recovery_steps': 10, 'max_follow_steps': 30}, **kwargs)
+    return LossSpikeMonitor(actions=ACTIONS, rollback=ROLLBACK, detector={'fast_recovery_steps': 10, 'max_follow_steps': 30},
+                            **kwargs)
 
 
 def test_rollback_settings_without_a_rollback_action_are_refused():
