@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import pytest
+import torch
 
+from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.metrics_io import read_metrics
 from foundry_ext.testing.garbage_data import garbage_corpus_copy
 from tests.conftest import DEMO_YAML, SMALL_CORPUS, TINY_MODEL, assert_same_tensors, checkpoint_tensors, launch
@@ -48,7 +50,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
 def rollback_runs(root: Path, nproc: int = 1, extra: Sequence[str] = (), env: Optional[dict] = None) -> dict:
     """Two runs over the pocket, each relaunched until it exits 0: ``straight``, and ``killed`` (SIGKILL at batch
     ``KILL_AT``, after the rollback); returns their folders, exit codes and the straight run's output."""
-    corpus = garbage_corpus_copy(root / 'pocket', *POCKET, vocab_size=258)
+    corpus = garbage_corpus_copy(root / 'pocket', [POCKET], vocab_size=258)
     (root / 'no_crash.json').write_text('[]')
     (root / 'kill.json').write_text(json.dumps([{'event': 'batch_end', 'batch': KILL_AT, 'how': 'kill'}]))
     runs: dict = {'codes': {}}
@@ -87,6 +89,10 @@ def test_the_manifest_records_the_onset_the_checkpoint_and_the_skipped_samples(r
     aside = sorted(p.name for p in (ckpt / 'rolled_back' / '0').iterdir())
     assert aside and all(int(name.split('-ba')[1].split('-')[0]) > batch for name in aside)
     assert f'resumed from {entry["checkpoint"]["name"]}' in runs['log']
+    # Every checkpoint after the rollback carries it in loss_spike_monitor's state.
+    state = torch.load(ckpt / f'ep0-ba{MAX}-rank0.pt', map_location='cpu', weights_only=False)['state']
+    made = unpack_state(state['callbacks']['LossSpikeMonitor'])['rollback']['made']
+    assert made == [{k: v for k, v in entry.items() if k not in ('fingerprints', 'status')}]
 
 
 def test_the_rollback_is_logged_and_the_data_guard_checked_the_skip(runs):
@@ -117,17 +123,16 @@ def test_a_kill_after_the_rollback_and_autoresume_end_bitwise_equal(runs):
 
 
 def test_after_max_rollbacks_the_next_event_stops_the_run_with_exit_0(tmp_path):
-    # A skip of 2 batches lands inside the pocket again: the second not-recovering spike finds max_rollbacks used.
-    corpus = garbage_corpus_copy(tmp_path / 'pocket', *POCKET, vocab_size=258)
+    # A second pocket, at batches 64-79 of the epoch, which the run reaches at step 36 after the rollback's skip.
+    corpus = garbage_corpus_copy(tmp_path / 'pocket', [POCKET, (64 * BATCH, 80 * BATCH)], vocab_size=258)
     (tmp_path / 'no_crash.json').write_text('[]')
     run_dir = tmp_path / 'run'
-    args = [*_args(run_dir, corpus, tmp_path / 'no_crash.json'), 'callbacks.loss_spike_monitor.rollback.skip_batches=2',
+    args = [*_args(run_dir, corpus, tmp_path / 'no_crash.json'),
             'callbacks.loss_spike_monitor.rollback.max_rollbacks=1']
     codes = [launch(run_dir, args).wait(timeout=900)]
     codes.append(launch(run_dir, args).wait(timeout=900))
     log = (run_dir / 'launcher.log').read_text()
     assert codes == [75, 0], log[-3000:]
-    (entry,) = json.loads((run_dir / 'ckpt' / 'rollbacks.json').read_text())
-    assert entry['skip']['samples'][1] < POCKET[1]
+    assert len(json.loads((run_dir / 'ckpt' / 'rollbacks.json').read_text())) == 1
     assert 'STOPPING TRAINING' in log and 'none: max_rollbacks=1 rollbacks were done already' in log
     assert max(_losses(run_dir)) < MAX - 1  # stopped early

@@ -74,7 +74,9 @@ class SpikeRollback:
     def __init__(self, settings: RollbackSettings, where: str) -> None:
         self.settings = settings
         self.where = where
-        self.known: list[int] = []  # indexes of the rollbacks whose skip the current timeline has made
+        # The rollbacks whose skip the current timeline has made (manifest entries without their fingerprints):
+        # checkpointed, so every checkpoint carries the record of the rollbacks behind it.
+        self.made: list[dict[str, Any]] = []
         self.first_step = 0  # the first step whose data position is continuous with the current one
 
     # Before training: the refusals.
@@ -95,7 +97,7 @@ class SpikeRollback:
         assert saver is not None, 'checkpoint_names found it'
         interval = checkpoint_interval(saver)
         if interval is None or interval.unit != TimeUnit.BATCH:
-            fail(f'save_interval={interval!r}: the action rollback of {self.where} needs checkpoints at a fixed '
+            fail(f'save_interval={"a function" if interval is None else interval}: the action rollback of {self.where} needs checkpoints at a fixed '
                  f'interval of batches, to find one saved {self.settings.steps_before_onset} steps before an onset. '
                  f'Set save_interval in batches, e.g. {self.settings.steps_before_onset}ba.')
         keep = saver.num_checkpoints_to_keep
@@ -155,7 +157,8 @@ class SpikeRollback:
         window = skip_window(int(ts.epoch), first_batch, first_sample, batch_samples, settings.skip_batches,
                              None if state.dataloader_len is None else int(state.dataloader_len))
         fingerprints = []  # of the window's batches that were trained and are still known: to check the skip
-        for step in range(max(onset, self.first_step), last + 1):
+        last_in_window = last - max(int(prev.batch_in_epoch) + 1 - window['batches'][1], 0)
+        for step in range(max(onset, self.first_step), last_in_window + 1):
             rows = batches.get(step, (None,))[0]
             rows = None if rows is None else rows.cpu().tolist()
             gathered = dist.all_gather_object(rows) if dist.get_world_size() > 1 else [rows]
@@ -210,12 +213,13 @@ class SpikeRollback:
             return
         entries = _on_rank_zero(state, lambda: read_manifest(folder))
         loaded = int(state.timestamp.batch) if state.load_path is not None else -1
-        todo = entries_to_apply(entries, self.known, loaded, os.path.join(folder, MANIFEST))
+        todo = entries_to_apply(entries, [entry['index'] for entry in self.made], loaded,
+                                os.path.join(folder, MANIFEST))
         if not todo:
             return
         window = todo[-1]['skip']  # a later rollback's window lies past an earlier one's: the last one counts
         self._skip_to(state, window)
-        self.known += [entry['index'] for entry in todo]
+        self.made += [{k: v for k, v in entry.items() if k not in ('fingerprints', 'status')} for entry in todo]
         self.first_step = int(state.timestamp.batch)
         for entry in todo:
             log.warning(f'{self.where}: rollback {entry["index"] + 1}: resumed from {entry["checkpoint"]["name"]} '
@@ -244,10 +248,10 @@ class SpikeRollback:
     # Checkpointed state.
 
     def state_dict(self) -> dict[str, Any]:
-        return {'known': list(self.known), 'first_step': self.first_step}
+        return {'made': [dict(entry) for entry in self.made], 'first_step': self.first_step}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.known = list(state.get('known', []))
+        self.made = [dict(entry) for entry in state.get('made', [])]
         self.first_step = int(state.get('first_step', 0))
 
 

@@ -69,7 +69,7 @@ def main() -> None:
     out = Path(opts.out).resolve()
     pocket = out / 'pocket_corpus'
     if not pocket.exists():
-        garbage_corpus_copy(pocket, *POCKET, vocab_size=258)
+        garbage_corpus_copy(pocket, [POCKET], vocab_size=258)
     runs = {}
     for seed in opts.seeds:
         runs[f'clean/{seed}'] = _run(out / f'clean_{seed}', seed, None, 'log')
