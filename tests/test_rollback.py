@@ -134,5 +134,5 @@ def test_after_max_rollbacks_the_next_event_stops_the_run_with_exit_0(tmp_path):
     log = (run_dir / 'launcher.log').read_text()
     assert codes == [75, 0], log[-3000:]
     assert len(json.loads((run_dir / 'ckpt' / 'rollbacks.json').read_text())) == 1
-    assert 'STOPPING TRAINING' in log and 'none: max_rollbacks=1 rollbacks were done already' in log
+    assert 'NOT ROLLING BACK: max_rollbacks=1 rollbacks were done already' in log and 'STOPPING TRAINING' in log
     assert max(_losses(run_dir)) < MAX - 1  # stopped early

@@ -144,10 +144,12 @@ class SpikeRollback:
         chosen = self.checkpoint_for(state, onset) if len(done) < settings.max_rollbacks else None
         if chosen is None:
             record['action'] = 'stop'
-            record['checkpoint_before_onset'] = (
-                f'none: max_rollbacks={settings.max_rollbacks} rollbacks were done already'
-                if len(done) >= settings.max_rollbacks else
-                f'none at least steps_before_onset={settings.steps_before_onset} steps before the onset')
+            if dist.get_global_rank() == 0:
+                why = (f'max_rollbacks={settings.max_rollbacks} rollbacks were done already (see '
+                       f'{MANIFEST} in the save folder)' if len(done) >= settings.max_rollbacks else
+                       f'no checkpoint was saved at least steps_before_onset={settings.steps_before_onset} steps '
+                       f'before the onset at step {onset}')
+                log.error(f'{self.where}: NOT ROLLING BACK: {why}; the run stops.')
             return False
         ts, prev = state.timestamp, state.previous_timestamp
         last = int(ts.batch) - 1  # the last batch trained; its data position is where prev was
