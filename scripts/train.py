@@ -4,7 +4,8 @@
 
 Bad input (a wrong YAML value, a missing ``load_path``, a ``save_folder`` that cannot be written) is one line,
 ``error: ...``, from global rank 0, and exit code 2 on every rank; a bug keeps its traceback. Relaunching a run
-that is already finished prints one line and exits 0 (``checkpoint_guard``).
+that is already finished prints one line and exits 0 (``checkpoint_guard``). A ``loss_spike_monitor`` rollback
+exits 75 on every rank: relaunch the same command, which applies it (exit codes: ``foundry_ext/core/exits.py``).
 """
 
 import sys

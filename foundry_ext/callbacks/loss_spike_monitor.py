@@ -7,7 +7,8 @@ Registered in ``llmfoundry_callbacks`` as ``loss_spike_monitor``::
         streams: [loss/train/total, 'metrics/*/*CrossEntropy']   # the default
         detector: {z_threshold: 4.5}          # SpikeDetector settings for every stream (see docs/loss_spikes.md)
         eval_detector: {warmup_steps: 10}     # overrides for eval streams (sparse: one point per evaluation)
-        actions: {not_recovering: stop, divergence: stop}   # per kind: log (default) or stop
+        actions: {not_recovering: stop, divergence: stop}   # per kind: log (default), stop or rollback
+        rollback: {steps_before_onset: 100, skip_batches: 300, max_rollbacks: 3}   # for the action rollback
         events_path: null                     # default: <save_folder>/loss_events.jsonl
 
 Each stream gets one :class:`~foundry_ext.spikes.detector.SpikeDetector`:
@@ -26,8 +27,12 @@ events file names the samples of the batches (position in the epoch and fingerpr
 for the last few batches where the batch was, and gathered only when an outlier is confirmed). The
 detectors run on every rank with identical inputs; a ``stop`` is agreed on by an all-reduce of every rank's
 decision, so all ranks stop after the same batch, through ``state.stop_training()``. The stop message names the
-newest checkpoint saved before the event's onset. The detector states and the list of notifications are
-in the callback's ``state_dict``, so a resumed run continues detection exactly where the checkpoint left it.
+newest checkpoint saved before the event's onset. The action ``rollback`` (PaLM's recipe) ends the run with exit
+code 75 and an instruction in ``<save_folder>/rollbacks.json`` that the relaunch applies: it resumes from a
+checkpoint ``steps_before_onset`` before the onset, past ``skip_batches`` batches of data from the onset's batch
+(:mod:`foundry_ext.callbacks.spike_rollback`, ``docs/loss_spikes.md``). The detector states, the list of
+notifications and the rollbacks made are in the callback's ``state_dict``, so a resumed run continues detection
+exactly where the checkpoint left it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from composer.loggers import Logger
 from composer.utils import dist, format_name_with_dist
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.callbacks.spike_rollback import SpikeRollback
 from foundry_ext.core.composer_private import checkpoints_saved_before, exempt_from_rotation, local_save_folder
 from foundry_ext.core.errors import ConfigError
 from foundry_ext.core.jsonl import JSONLWriter
@@ -54,6 +60,7 @@ from foundry_ext.data.fingerprints import find_batch_tensor, row_fingerprints
 from foundry_ext.spikes.config import check_detector_kwargs, event_record, stream_detector_kwargs
 from foundry_ext.spikes.detector import (BATCH_OUTLIER, DIVERGENCE, EVENT_KINDS, SPIKE, STATUS_OPEN, LossEvent,
                                          SpikeDetector)
+from foundry_ext.spikes.rollback import SPIKE_DETECTION_DELAY, check_rollback_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +71,10 @@ DEFAULT_STREAMS = (LOSS_KEY, EVAL_CROSS_ENTROPY_PATTERN)
 EVENTS_FILENAME = 'loss_events.jsonl'
 # What to do per kind of notification: 'spike' is a spike opening (before it is classified); a divergence is
 # acted on when it opens (its kind is known then), the spike kinds when they are classified.
-ACTIONS = ('log', 'stop')
+ACTIONS = ('log', 'stop', 'rollback')
 _ACTION_KINDS = (SPIKE, *EVENT_KINDS)
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+_NONE, _STOP, _ROLLBACK = 0, 1, 2  # a rank's decision at a point
 # Batches whose sample identities are kept until their outlier could be confirmed (it is, at most 3 later).
 _KEPT_BATCHES = 8
 
@@ -81,9 +89,11 @@ class LossSpikeMonitor(Callback):
         detector (Mapping[str, Any], optional): :class:`SpikeDetector` settings for every stream.
         eval_detector (Mapping[str, Any], optional): Settings for eval streams, over ``detector`` and
             :data:`~foundry_ext.spikes.config.EVAL_DETECTOR_DEFAULTS`.
-        actions (Mapping[str, str], optional): ``log`` or ``stop`` per kind: ``spike`` (when a spike opens),
-            ``fast_recovering``, ``slow_recovering``, ``not_recovering`` (when classified), ``divergence`` (when it
-            opens). Default: ``log`` for all.
+        actions (Mapping[str, str], optional): ``log``, ``stop`` or ``rollback`` per kind: ``spike`` (when a
+            spike opens), ``fast_recovering``, ``slow_recovering``, ``not_recovering`` (when classified),
+            ``divergence`` (when it opens). Default: ``log`` for all.
+        rollback (Mapping[str, int], optional): ``steps_before_onset`` (default 100), ``skip_batches`` (300),
+            ``max_rollbacks`` (3), for the action ``rollback``; only with it.
         events_path (str, optional): JSON Lines file of the notifications (``{run_name}`` is filled in). Default:
             ``<save_folder>/loss_events.jsonl``; without either, events go only to the loggers (with a warning).
 
@@ -97,6 +107,7 @@ class LossSpikeMonitor(Callback):
         detector: Optional[Mapping[str, Any]] = None,
         eval_detector: Optional[Mapping[str, Any]] = None,
         actions: Optional[Mapping[str, str]] = None,
+        rollback: Optional[Mapping[str, int]] = None,
         events_path: Optional[str] = None,
     ) -> None:
         self.streams = _check_streams(DEFAULT_STREAMS if streams is None else streams)
@@ -106,6 +117,13 @@ class LossSpikeMonitor(Callback):
         for stream in (LOSS_KEY, EVAL_CROSS_ENTROPY):
             self._kwargs_for(stream)
         self.actions = _check_actions(actions)
+        self._rollback: Optional[SpikeRollback] = None
+        if 'rollback' in self.actions.values():
+            self._rollback = SpikeRollback(check_rollback_settings(rollback, f'{WHERE}.rollback'), f'{WHERE}.rollback')
+        elif rollback is not None:
+            raise ConfigError(f'{WHERE}.rollback={dict(rollback)!r} is set, but no kind in {WHERE}.actions is '
+                              f'rollback, so it would have no effect. Add e.g. actions: {{not_recovering: rollback}}, '
+                              f'or remove rollback.')
         if events_path is not None and (not isinstance(events_path, str) or not events_path):
             raise ConfigError(f'{WHERE}.events_path={events_path!r} must be a file path, or null for '
                               f'<save_folder>/{EVENTS_FILENAME}.')
@@ -149,12 +167,13 @@ class LossSpikeMonitor(Callback):
             'events': [dict(e) for e in self.events],
             'outliers': dict(self.outliers),
             'written': self._written,
+            'rollback': None if self._rollback is None else self._rollback.state_dict(),
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = unpack_state(state)
         # Version 1 had no outlier counts, version 2 no count of written records.
-        if state.get('version') not in (1, 2, _STATE_VERSION):
+        if state.get('version') not in (1, 2, 3, _STATE_VERSION):
             raise ConfigError(f'{WHERE}: unsupported state version {state.get("version")!r} in the checkpoint.')
         self.detectors = {}
         for stream, detector_state in state['detectors'].items():
@@ -166,14 +185,24 @@ class LossSpikeMonitor(Callback):
         self.events = [dict(e) for e in state['events']]
         self.outliers = dict(state.get('outliers', {}))
         self._written = state.get('written')
+        if self._rollback is not None:
+            self._rollback.load_state_dict(state.get('rollback') or {})
         self._lifecycle.restored()
 
     # Events.
 
+    def before_load(self, state: State, logger: Logger) -> None:
+        if self._rollback is not None:
+            self._rollback.before_load(state)
+
     def after_load(self, state: State, logger: Logger) -> None:
         self._lifecycle.after_load(state)
+        if self._rollback is not None:
+            self._rollback.after_load(state, logger)
 
     def fit_start(self, state: State, logger: Logger) -> None:
+        if self._rollback is not None:
+            self._rollback.check(state, self._decision_delay())
         start = self._lifecycle.fit_start(state)
         if start.from_zero and self.detectors:
             # A new run from batch 0 (fit(reset_time=True), or a load that reset the timestamp): the earlier run's
@@ -239,17 +268,25 @@ class LossSpikeMonitor(Callback):
         values = {f'metrics/{label}/{name}': state.eval_metric_values[name] for name in state.eval_metrics[label]}
         self._feed(state, logger, int(state.timestamp.batch), {k: v for k, v in values.items() if self._tracks(k)})
 
+    def _decision_delay(self) -> int:
+        """The most steps after an onset at which an event whose action is rollback is acted on."""
+        kinds = [kind for kind, action in self.actions.items() if action == 'rollback']
+        follow = max(SpikeDetector(**self._kwargs_for(stream)).config['max_follow_steps']
+                     for stream in (LOSS_KEY, EVAL_CROSS_ENTROPY))
+        return max(SPIKE_DETECTION_DELAY if kind in (SPIKE, DIVERGENCE) else follow + SPIKE_DETECTION_DELAY
+                   for kind in kinds)
+
     def _feed(self, state: State, logger: Logger, step: int, values: Mapping[str, Any]) -> None:
-        stops = []
+        acts = []
         for stream, value in sorted(values.items()):
             if isinstance(value, torch.Tensor):
                 value = value.item()
             for event in self._detector(stream).update(step, float(value)):
                 record = self._notify(state, logger, stream, event)
-                if record['action'] == 'stop':
-                    stops.append(record)
-        if 'stop' in self.actions.values():
-            self._stop_if_any_rank_says_so(state, step, stops)
+                if record['action'] in ('stop', 'rollback'):
+                    acts.append(record)
+        if {'stop', 'rollback'} & set(self.actions.values()):
+            self._act_if_any_rank_says_so(state, logger, step, acts)
 
     def _keep_batch(self, state: State, step: int) -> None:
         """Keeps the identity of the batch just trained until its outlier could be confirmed. The fingerprints are
@@ -294,7 +331,7 @@ class LossSpikeMonitor(Callback):
             # A divergence was acted on when it opened; its closing is only reported.
             action = 'log' if event.kind == DIVERGENCE else self.actions[event.kind]
         extra: dict[str, Any] = {'action': action}
-        if action == 'stop':
+        if action in ('stop', 'rollback'):  # a rollback that cannot be done stops
             extra['checkpoint_before_onset'] = _checkpoint_before(state, event.onset_step, keep=True)
         record = event_record(stream, event, **extra)
         self.events.append(record)
@@ -346,27 +383,33 @@ class LossSpikeMonitor(Callback):
             self._writer.flush()
             self._written += 1
 
-    def _stop_if_any_rank_says_so(self, state: State, step: int, stops: list[dict[str, Any]]) -> None:
-        # Every rank calls this at every point when some action is 'stop', so the collective cannot deadlock.
-        # The inputs are identical on all ranks; gathering every rank's decision makes the stop identical even if
-        # they were not, and tells which rank has to explain it.
+    def _act_if_any_rank_says_so(self, state: State, logger: Logger, step: int, acts: list[dict[str, Any]]) -> None:
+        # Every rank calls this at every point when some action is 'stop' or 'rollback', so the collective cannot
+        # deadlock. The inputs are identical on all ranks; gathering every rank's decision makes the action identical
+        # even if they were not, and tells which rank has to explain it.
         rank = dist.get_global_rank()
+        rollbacks = [record for record in acts if record['action'] == 'rollback']
         flags = torch.zeros(dist.get_world_size(), dtype=torch.uint8)
-        flags[rank] = 1 if stops else 0
+        flags[rank] = _ROLLBACK if rollbacks else _STOP if acts else _NONE
         flags = state.device.tensor_to_device(flags)
         dist.all_reduce(flags, reduce_operation='SUM')
-        deciders = [r for r, flag in enumerate(flags.tolist()) if flag]
+        decisions = flags.tolist()
+        deciders = [r for r, flag in enumerate(decisions) if flag]
         if not deciders:
             return
+        if all(flag == _ROLLBACK for flag in decisions) and self._rollback is not None and \
+                self._rollback.decide(state, logger, rollbacks[0], self._batches):
+            return
+        stops = acts
         # Rank 0 explains the stop; another rank only when rank 0 did not decide it.
         if stops and (rank == 0 or 0 not in deciders):
             for record in stops:
                 log.error('%s: STOPPING TRAINING after step %d: %s event on %s, onset step %d, peak loss %s at '
-                          'step %d, baseline %s (actions.%s = stop). Last checkpoint before the onset: %s. Roll '
+                          'step %d, baseline %s (actions.%s = %s). Last checkpoint before the onset: %s. Roll '
                           'back to it and skip the data around the onset to continue.', WHERE, step,
                           record['kind'], record['stream'], record['onset_step'], _short(record['peak_loss']),
                           record['peak_step'], _short(record['baseline_loss']), record['kind'],
-                          record['checkpoint_before_onset'])
+                          self.actions[record['kind']], record['checkpoint_before_onset'])
         if rank == 0 and not stops:
             log.error('%s: STOPPING TRAINING after step %d because rank(s) %s decided to (their logs say why). The '
                       'ranks disagree, so their losses or settings differ.', WHERE, step, deciders)

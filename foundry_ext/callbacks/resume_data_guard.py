@@ -13,6 +13,10 @@ checkpointed state, and after a resume checks, before each of the first resumed 
 - the data itself: the first ``check_batches`` resumed batches must not repeat samples already trained on in
   this epoch (more than ``max_repeated_fraction`` of them).
 
+A ``loss_spike_monitor`` rollback (``<save_folder>/rollbacks.json``) moves the data position on purpose, past the
+window of data around a spike: at the load that makes the skip, the guard expects the position at the window's end
+instead of its record's, and checks that none of the window's samples trained before the rollback comes back.
+
 A violation warns or raises :class:`ResumeDataError`, naming the likely cause and the fix. Registered in
 ``llmfoundry_callbacks`` as ``resume_data_guard``; see ``docs/resume_data_guard.md``::
 
@@ -29,17 +33,18 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-from composer.core import Callback, DataSpec, State
+from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 from streaming import StreamingDataset
-from torch.utils.data import DataLoader
 
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
+from foundry_ext.core.composer_private import local_save_folder, streaming_train_dataset
 from foundry_ext.core.errors import ConfigError, choice, fraction, whole
 from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metric_names import RESUME_DATA_GUARD_PREFIX
 from foundry_ext.data.fingerprints import find_batch_tensor, row_fingerprints
+from foundry_ext.spikes.rollback import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +69,6 @@ class ResumeDataError(RuntimeError):
 def _warn_on_rank_zero(message: str) -> None:
     if dist.get_global_rank() == 0:
         log.warning(message)
-
-
-def _streaming_dataset(state: State) -> Optional[StreamingDataset]:
-    """The train StreamingDataset, found as Composer finds the dataset whose state it checkpoints."""
-    loader = state.train_dataloader
-    if isinstance(loader, DataSpec):
-        loader = loader.dataloader
-    dataset = loader.dataset if isinstance(loader, DataLoader) else None
-    return dataset if isinstance(dataset, StreamingDataset) else None
 
 
 def _streaming_position_and_order(dataset: StreamingDataset) -> tuple[tuple[int, int], dict[str, Any]]:
@@ -102,6 +98,7 @@ class _Check:
     trained_at: set[int] = field(default_factory=set)  # batches of the epoch the repeated samples were first in
     restarted_at: Optional[int] = None  # the batch of the epoch the first resumed batch is a copy of
     repeat_reported: bool = False
+    skipped: frozenset[int] = frozenset()  # fingerprints of a rollback's skipped window, trained before the rollback
 
 
 class ResumeDataGuard(Callback):
@@ -188,7 +185,14 @@ class ResumeDataGuard(Callback):
             return
         findings = []
         now = (int(ts.epoch), int(ts.batch_in_epoch), int(ts.sample_in_epoch))
-        if self._position is None:
+        rollback = _rollback_made_now(state, now)
+        skipped = frozenset(rollback['fingerprints']) if rollback is not None else frozenset()
+        if rollback is not None:
+            if dist.get_global_rank() == 0:
+                log.info(f'resume_data_guard: rollback {rollback["index"] + 1} moved the data to sample {now[2]} of '
+                         f'epoch {now[0]} on purpose; checking that none of the {len(skipped)} samples of its window '
+                         f'trained before it comes back.')
+        elif self._position is None:
             _warn_on_rank_zero(f'resume_data_guard: resuming at batch {int(ts.batch)}, but the checkpoint has no '
                                f'resume_data_guard state to compare with: only a StreamingDataset\'s sample offset is '
                                f'checked.')
@@ -198,10 +202,10 @@ class ResumeDataGuard(Callback):
                 f'guard saved its record at epoch {self._position[0]}, sample {self._position[2]}: the timestamp and '
                 f'the training state come from different points (load_ignore_keys covering state/timestamp, or a '
                 f'checkpoint assembled from two runs), so the data position no longer matches what was trained.')
-        dataset = _streaming_dataset(state)
+        dataset = streaming_train_dataset(state)
         # Read before iteration starts: a restored Streaming state replaces these on the first batch.
         configured = {k: getattr(dataset, k) for k in ('shuffle_seed', 'num_canonical_nodes')} if dataset else {}
-        self._check = _Check(self.check_batches, findings, self._order, configured)
+        self._check = _Check(self.check_batches, findings, self._order, configured, skipped=skipped)
 
     def epoch_start(self, state: State, logger: Logger) -> None:
         del logger
@@ -215,7 +219,7 @@ class ResumeDataGuard(Callback):
         fingerprints = self._gather(row_fingerprints(self._batch_tensor(state.batch)), state)
         if self._first_batch:  # the StreamingDataset has begun iterating: its effective order is known
             self._first_batch = False
-            dataset = _streaming_dataset(state)
+            dataset = streaming_train_dataset(state)
             if dataset is not None:
                 self._stream_position, self._order = _streaming_position_and_order(dataset)
         if self._check is None:
@@ -292,6 +296,10 @@ class ResumeDataGuard(Callback):
         hits = [check.seen[fp] for fp in rows.tolist() if fp in check.seen]
         if first and len(hits) == len(rows) and len(set(hits)) == 1 and hits[0] >= 0:
             check.restarted_at = hits[0]
+        back = sum(fp in check.skipped for fp in rows.tolist())
+        if back:
+            findings.append(f'Rollback skip: {back} samples of this batch lie in the window of data that the rollback '
+                            f'skipped (trained just before the spike): the skip did not take effect.')
         check.checked += len(rows)
         check.repeated += len(hits)
         check.trained_at.update(hits)
@@ -380,3 +388,19 @@ class ResumeDataGuard(Callback):
             raise ResumeDataError(message + f' To train on anyway, set {_KEY}.on_violation: warn.')
         if findings or dist.get_global_rank() == 0:
             log.warning(message)
+
+
+def _rollback_made_now(state: State, now: tuple[int, int, int]) -> Optional[dict[str, Any]]:
+    """The ``loss_spike_monitor`` rollback whose data skip put the run at ``now`` (epoch, batch, sample in epoch)
+    at this load, from ``<save_folder>/rollbacks.json`` as global rank 0 reads it; None if there is none."""
+    folder = local_save_folder(state)
+    found: list[Optional[dict[str, Any]]] = [None]
+    if folder is not None and dist.get_global_rank() == 0:
+        for entry in read_manifest(folder):
+            skip = entry['skip']
+            if (entry['checkpoint']['batch'] == int(state.timestamp.batch) and skip['epoch'] == now[0] and
+                    (skip['batches'][1], skip['samples'][1]) == now[1:]):
+                found[0] = entry
+    if dist.get_world_size() > 1:
+        dist.broadcast_object_list(found, src=0)
+    return found[0]

@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import signal
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -24,6 +21,7 @@ import yaml
 from omegaconf.errors import OmegaConfBaseException
 
 from foundry_ext.core.errors import ConfigError
+from foundry_ext.core.exits import EXIT_USAGE, exit_every_rank
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +29,6 @@ __all__ = ['App', 'error_message', 'is_user_error', 'one_line_errors', 'one_line
 
 _USER_ERRORS = (ConfigError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
                 yaml.YAMLError, OmegaConfBaseException)
-EXIT_USAGE = 2  # as click's own usage errors
-# Composer's launcher stops the other ranks within a second of one's exit, and SIGKILLs them after 30 s.
-_LAUNCHER_STOPS_RANKS_S = 30.0
 
 
 def is_user_error(err: BaseException) -> bool:
@@ -91,9 +86,5 @@ def one_line_errors_on_every_rank() -> Iterator[None]:
     except Exception as err:
         if not is_user_error(err):
             raise
-        rank, world_size = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
         print(f'error: {error_message(err)}', file=sys.stderr, flush=True)  # other ranks: into their log file
-        if rank != 0 and world_size > 1:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            time.sleep(_LAUNCHER_STOPS_RANKS_S)
-        raise SystemExit(EXIT_USAGE) from None
+        exit_every_rank(EXIT_USAGE)

@@ -26,6 +26,7 @@ from foundry_ext.core.errors import fail
 from foundry_ext.core.metric_names import LOSS_KEY
 from foundry_ext.core.metrics_io import lr_series, read_metrics
 from foundry_ext.core.plots import plot_lr_and_loss
+from foundry_ext.spikes.rollback import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,15 @@ def check_paths(cfg: dict[str, Any]) -> None:
          f'of a sharded one), or remove it to train from scratch.')
 
 
+def _rollback_spans(trainer: Trainer) -> list[tuple[float, float, str]]:
+    """Per rollback of ``loss_spike_monitor`` (``<save_folder>/rollbacks.json``): the steps it trained again."""
+    folder = local_save_folder(trainer.state)
+    entries = read_manifest(folder) if folder is not None else []
+    return [(e['checkpoint']['batch'], e['decided_at_step'],
+             f'rollback {e["index"] + 1}: onset {e["onset_step"]}, samples {e["skip"]["samples"][0]}-'
+             f'{e["skip"]["samples"][1]} skipped') for e in entries]
+
+
 def _latest_filename(cfg: dict[str, Any]) -> str:
     # LLM-Foundry 0.22's default for save_latest_filename (llmfoundry/command_utils/train.py).
     sharded = (cfg.get('fsdp_config') or {}).get('state_dict_type') == 'sharded'
@@ -116,7 +126,7 @@ def report_outputs(trainer: Trainer) -> str:
     lr = lr_series(metrics)
     if lr is not None and LOSS_KEY in metrics:
         png = plot_lr_and_loss(lr, metrics[LOSS_KEY], metrics_path.with_name('lr_loss.png'),
-                               title=trainer.state.run_name)
+                               title=trainer.state.run_name, spans=_rollback_spans(trainer))
         lines.append(f'  LR/loss plot: {png}')
     else:
         lines.append('  LR/loss plot: skipped (needs the lr_monitor callback and a training loss)')

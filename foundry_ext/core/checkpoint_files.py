@@ -30,7 +30,8 @@ from foundry_ext.core.composer_private import sharded_checkpoint_extents
 
 log = logging.getLogger(__name__)
 
-__all__ = ['Checkpoint', 'QUARANTINE', 'checkpoint_problem', 'find_checkpoints', 'point_latest', 'quarantine']
+__all__ = ['Checkpoint', 'QUARANTINE', 'checkpoint_problem', 'find_checkpoints', 'move_aside', 'point_latest',
+           'quarantine']
 
 QUARANTINE = 'quarantine'  # subfolder of the save folder that broken checkpoints are moved into
 # Composer's time placeholders in checkpoint names, most significant first for ordering.
@@ -126,7 +127,15 @@ def find_checkpoints(folder: str, template: str, sharded: bool) -> list[Checkpoi
 
 def quarantine(checkpoint: Checkpoint, folder: str) -> str:
     """Moves ``checkpoint`` into ``<folder>/quarantine/`` (never over an earlier one there); returns its new path."""
-    target_folder = os.path.join(folder, QUARANTINE)
+    return move_aside(checkpoint, os.path.join(folder, QUARANTINE))
+
+
+def move_aside(checkpoint: Checkpoint, target_folder: str) -> str:
+    """Moves ``checkpoint`` into ``target_folder`` (created; never over an earlier one there); returns its new path.
+
+    A subfolder of the save folder is out of Composer's sight: its conflict check and ``latest`` read only the save
+    folder itself.
+    """
     os.makedirs(target_folder, exist_ok=True)
     target, n = os.path.join(target_folder, checkpoint.name), 0
     while os.path.lexists(target):

@@ -15,11 +15,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from composer.callbacks import CheckpointSaver
-from composer.core import Event, State, Timestamp
+from composer.core import DataSpec, Event, State, Time, Timestamp
 from composer.loggers import Logger
 from composer.optim import ComposerScheduler
 from composer.utils import checkpoint, format_name_with_dist
+from streaming import StreamingDataset
 from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader
 
 if TYPE_CHECKING:
     from composer import Trainer
@@ -30,6 +32,7 @@ __all__ = [
     'CheckpointNames',
     'SavedCheckpoint',
     'checkpoint_due',
+    'checkpoint_interval',
     'checkpoint_names',
     'checkpoint_saver',
     'checkpoint_saver_folders',
@@ -39,10 +42,12 @@ __all__ = [
     'exempt_from_rotation',
     'hf_export',
     'lambda_lrs_at',
+    'local_checkpoint_saver',
     'local_save_folder',
     'pending_checkpoint_name',
     'remote_save_folder',
     'sharded_checkpoint_extents',
+    'streaming_train_dataset',
 ]
 
 
@@ -99,11 +104,13 @@ def local_save_folder(state: State) -> Optional[str]:
     file a callback wrote there would be lost. Composer 0.32.1: ``CheckpointSaver.folder`` and
     ``CheckpointSaver.remote_uploader`` (None for a local folder).
     """
-    saver = _local_saver(state)
+    saver = local_checkpoint_saver(state)
     return None if saver is None else format_name_with_dist(saver.folder, state.run_name)
 
 
-def _local_saver(state: State) -> Optional[CheckpointSaver]:
+def local_checkpoint_saver(state: State) -> Optional[CheckpointSaver]:
+    """The run's ``CheckpointSaver`` that saves into a local folder, or None (Composer 0.32.1:
+    ``CheckpointSaver.remote_uploader`` is None for a local ``save_folder``)."""
     return next((saver for saver in _savers(state) if saver.remote_uploader is None), None)
 
 
@@ -132,7 +139,7 @@ def checkpoint_names(state: State) -> Optional[CheckpointNames]:
     (``checkpoint.get_save_filename``). Called on global rank 0, ``format_name_with_dist`` fills in ``{rank}`` = 0,
     the rank whose names ``autoresume`` reads.
     """
-    saver = _local_saver(state)
+    saver = local_checkpoint_saver(state)
     if saver is None:
         return None
     template = saver.filename.filename
@@ -152,7 +159,7 @@ def pending_checkpoint_name(state: State) -> Optional[str]:
     Composer 0.32.1: ``CheckpointSaver._save_checkpoint`` saves to ``checkpoint.get_save_filename(state,
     saver.filename.format(state, keep_placeholders=True))``, inside a folder of shards when sharded.
     """
-    saver = _local_saver(state)
+    saver = local_checkpoint_saver(state)
     if saver is None:
         return None
     path = checkpoint.get_save_filename(state, saver.filename.format(state, keep_placeholders=True))
@@ -261,3 +268,30 @@ def hf_export(checkpointer: Any, state: State, logger: Logger, folder: str, name
     checkpointer.save_dir_format_str = folder
     checkpointer.huggingface_folder_name_fstr = name
     checkpointer._save_checkpoint(state, logger, upload_to_save_folder=True, register_to_mlflow=False)
+
+
+def checkpoint_interval(saver: CheckpointSaver) -> Optional[Time]:
+    """The ``save_interval`` a ``CheckpointSaver`` was given (e.g. ``Time(1000, 'ba')``); None for a custom callable.
+
+    Composer 0.32.1: ``CheckpointSaver.__init__`` turns a string or ``Time`` into the function that
+    ``composer.utils.misc.create_interval_scheduler`` builds, which keeps it only in its closure, as
+    ``time_interval``.
+    """
+    if not callable(saver.save_interval):
+        return None
+    nonlocals = inspect.getclosurevars(saver.save_interval).nonlocals
+    interval = nonlocals.get('time_interval')
+    return interval if isinstance(interval, Time) else None
+
+
+def streaming_train_dataset(state: State) -> Optional[StreamingDataset]:
+    """The train ``StreamingDataset`` whose state Composer checkpoints, or None for other loaders.
+
+    Composer 0.32.1: ``State._dataset_of`` takes the dataset of the train ``DataLoader`` (inside a ``DataSpec``) and
+    checkpoints it if it has a ``state_dict``; a loader that hides the dataset (a wrapper) is not resumed by state.
+    """
+    loader = state.train_dataloader
+    if isinstance(loader, DataSpec):
+        loader = loader.dataloader
+    dataset = loader.dataset if isinstance(loader, DataLoader) else None
+    return dataset if isinstance(dataset, StreamingDataset) else None

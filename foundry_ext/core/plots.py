@@ -28,12 +28,26 @@ class Curve:
     color: Optional[str] = None
 
 
-def plot_lr_and_loss(lr: Series, loss: Series, out: Union[str, Path], title: str = '') -> Path:
-    """Draws the LR (top) and training loss (bottom) against the step, and saves a PNG."""
+def plot_lr_and_loss(lr: Series, loss: Series, out: Union[str, Path], title: str = '',
+                     spans: Sequence[tuple[float, float, str]] = ()) -> Path:
+    """Draws the LR (top) and training loss (bottom) against the step, and saves a PNG.
+
+    Args:
+        lr (Series): Steps and learning rates.
+        loss (Series): Steps and training losses.
+        out (str | Path): The PNG.
+        title (str): The figure's title.
+        spans (Sequence[tuple[float, float, str]]): Stretches of steps to shade on the loss, with a label, e.g. the
+            steps a rollback trained again (``loss_spike_monitor``).
+    """
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     ax_lr.plot(*lr, color='tab:blue')
     ax_lr.set_ylabel('learning rate')
     ax_loss.plot(*loss, color='tab:red', linewidth=0.8)
+    for start, end, label in spans:
+        ax_loss.axvspan(start, end, color='tab:orange', alpha=0.2, label=label)
+    if spans:
+        ax_loss.legend(fontsize='small')
     ax_loss.set_ylabel('training loss')
     ax_loss.set_xlabel('step (batch)')
     for ax in (ax_lr, ax_loss):

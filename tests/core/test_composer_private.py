@@ -9,13 +9,14 @@ import os
 import pytest
 import torch
 from composer.callbacks import CheckpointSaver
-from composer.core import Callback, Event, Timestamp
+from composer.core import Callback, Event, Time, TimeUnit, Timestamp
 
-from foundry_ext.core.composer_private import (CheckpointNames, checkpoint_due, checkpoint_names, checkpoint_saver,
-                                               checkpoint_saver_folders, checkpoints_saved_before,
+from foundry_ext.core.composer_private import (CheckpointNames, checkpoint_due, checkpoint_interval, checkpoint_names,
+                                               checkpoint_saver, checkpoint_saver_folders, checkpoints_saved_before,
                                                composer_scheduler_of, evaluators_due, exempt_from_rotation, hf_export,
-                                               lambda_lrs_at, local_save_folder, pending_checkpoint_name,
-                                               remote_save_folder, sharded_checkpoint_extents)
+                                               lambda_lrs_at, local_checkpoint_saver, local_save_folder,
+                                               pending_checkpoint_name, remote_save_folder,
+                                               sharded_checkpoint_extents, streaming_train_dataset)
 from foundry_ext.schedulers import WSDScheduler
 from tests.conftest import tiny_trainer
 
@@ -63,6 +64,20 @@ def test_the_trainer_keeps_its_checkpoint_saver_and_its_folders(trained, tmp_pat
     assert remote_save_folder(saver, trainer.state.run_name) is None
     remote = CheckpointSaver(folder='s3://bucket/{run_name}/ckpt')
     assert remote_save_folder(remote, 'run7') == 's3://bucket/run7/ckpt'
+
+
+def test_the_savers_interval_is_read_back_from_its_closure(trained):
+    trainer, _, _ = trained
+    saver = local_checkpoint_saver(trainer.state)
+    assert saver is checkpoint_saver(trainer)
+    assert checkpoint_interval(saver) == Time(3, TimeUnit.BATCH), 'create_interval_scheduler no longer keeps ' \
+        'time_interval in its closure'
+    assert checkpoint_interval(CheckpointSaver(folder='x', save_interval=lambda state, event: False)) is None
+
+
+def test_a_plain_dataloader_has_no_streaming_train_dataset(trained):
+    # The Streaming case is exercised by tests/test_rollback.py and tests/callbacks/test_resume_data_guard.py.
+    assert streaming_train_dataset(trained[0].state) is None
 
 
 def test_saved_checkpoints_are_listed_with_their_batch_and_can_be_kept_out_of_rotation(trained):
