@@ -24,6 +24,8 @@ from foundry_ext.core.metric_names import LOSS_KEY
 
 if TYPE_CHECKING:
     from foundry_ext.collapse.controls import Controls
+    from foundry_ext.collapse.reference import ReferenceCurve
+    from foundry_ext.collapse.runs import CollapseRun
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,25 @@ def fit(runs: Sequence[str], out: str, smooth: Optional[int] = None, fit_start: 
     return report
 
 
+# How far (in units of the peak) a run's last logged LR may be from where the reference schedule ends.
+_END_LR_TOLERANCE = 0.25
+
+
+def _warn_if_the_lr_says_unfinished(run: CollapseRun, ref: ReferenceCurve, report: Report) -> None:
+    """A run that looks finished (logged up to ``T``, maybe a ``T`` taken from its last step) whose LR there is
+    far from the reference schedule's end is most likely unfinished: its prediction would only echo its loss."""
+    if not run.finished or run.lr is None or not len(run.lr[1]) or max(run.lr[1]) <= 0:
+        return
+    lr_steps, lrs = run.lr
+    end = float(lrs[-1] / max(lrs))
+    ref_end = float(ref.schedule(np.array([1.0]))[0])
+    if abs(end - ref_end) > _END_LR_TOLERANCE:
+        report.warnings.append(
+            f'{run.name}: its LR at step {int(lr_steps[-1])} is {end:.0%} of its peak, where the reference schedule '
+            f'ends at {ref_end:.0%}, yet T={run.total_steps} makes it finished. If it is still training, give '
+            f'--total-steps (or run.json) with its planned length.')
+
+
 def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, total_steps: Optional[int] = None,
             threshold: float = 3.0, consecutive: int = 5, window: float = 0.05, loss_key: str = LOSS_KEY,
             align_window: Optional[float] = None, tracking_uri: Optional[str] = None) -> Report:
@@ -157,6 +178,7 @@ def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, tota
         report.warnings.append(f'{run.name} has no config.yaml or run.json: the size-aware reference weighs every '
                                'reference run alike.')
     ref = family.for_controls(run.controls)
+    _warn_if_the_lr_says_unfinished(run, ref, report)
     steps, losses = smooth_curve(run.curve.steps, run.curve.losses, ref.smoothing)
     pred = predict_final_loss(steps, losses, run.total_steps, ref, fraction_used=fraction,
                               window=align_window if align_window is not None else ALIGN_WINDOW)

@@ -95,6 +95,13 @@ def test_fit_predict_and_plot_real_runs(family, tmp_path):
     result = _invoke('predict', str(partial), '--ref', str(out))
     assert result.exit_code == 0, result.output
     assert f'T={run.total_steps}' in result.output and 'finished' not in result.output
+    # Without its config.yaml, T is taken as its last step + 1; its LR there, far from the schedule's end, warns.
+    no_config = tmp_path / 'no_config'
+    no_config.mkdir()
+    shutil.copy(partial / 'metrics.jsonl', no_config)
+    result = _invoke('predict', str(no_config), '--ref', str(out))
+    assert result.exit_code == 0 and 'yet T=40 makes it finished. If it is still training, give --total-steps' in \
+        ' '.join(result.output.split())
 
     png = tmp_path / 'collapse.png'
     result = _invoke('plot', *map(str, folders), str(partial), '--ref', str(out), '--residuals', '-o', str(png))
