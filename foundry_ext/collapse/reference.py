@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
@@ -23,7 +24,7 @@ from foundry_ext.collapse.controls import Controls
 from foundry_ext.collapse.curves import LossCurve, estimate_final_loss, normalize_curve, smooth_curve
 from foundry_ext.collapse.drift import ShapeDrift, shape_drift
 from foundry_ext.collapse.schedule import LRSchedule
-from foundry_ext.core.errors import fail
+from foundry_ext.core.errors import ConfigError, fail
 
 __all__ = ['ReferenceCurve', 'default_fit_start', 'fit_reference']
 
@@ -183,6 +184,14 @@ class ReferenceCurve:
             },
             indent=2,
         )
+
+    @classmethod
+    def from_file(cls, path: Union[str, Path]) -> 'ReferenceCurve':
+        """Reads a reference written by ``foundry-ext collapse fit``; anything else is a one-line ConfigError."""
+        try:
+            return cls.from_json(Path(path).read_text())
+        except (ConfigError, ValueError, KeyError, TypeError) as err:
+            fail(f'{path} is not a collapse reference ({err}). Give the file `foundry-ext collapse fit -o` wrote.')
 
     @classmethod
     def from_json(cls, text: str) -> 'ReferenceCurve':

@@ -169,7 +169,7 @@ def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, tota
     from foundry_ext.collapse.runs import load_run
 
     report = Report()
-    family = ReferenceCurve.from_json(Path(ref_path).read_text())
+    family = ReferenceCurve.from_file(ref_path)
     run = load_run(run_path, total_steps, loss_key, tracking_uri)
     if run.controls is not None:
         for problem in family.controls_mismatch(run.controls.tau, run.controls.tpp):
@@ -215,7 +215,7 @@ def plot(runs: Sequence[str], out: str, ref_path: Optional[str] = None, smooth: 
     from foundry_ext.collapse.reference import ReferenceCurve
     from foundry_ext.collapse.runs import load_run
 
-    ref = ReferenceCurve.from_json(Path(ref_path).read_text()) if ref_path else None
+    ref = ReferenceCurve.from_file(ref_path) if ref_path else None
     if residuals and ref is None:
         fail('--residuals needs --ref.')
     window = smooth if smooth is not None else (ref.smoothing if ref else 1)

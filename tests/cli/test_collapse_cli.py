@@ -123,6 +123,12 @@ def test_missing_files_and_all_nan_runs_are_one_line_errors(family, tmp_path):
     (nan_run / 'metrics.jsonl').write_text(''.join(f'{{"step": {s}, "loss/train/total": NaN}}\n' for s in range(5)))
     result = _invoke('fit', str(nan_run), '-o', str(tmp_path / 'ref.json'))
     assert result.exit_code == 2 and 'has no finite loss/train/total value' in result.output
+    _, ref_path = family
+    run = ref_path.parent / f'ref-s{SPEC.seeds[0]}'
+    for text in ('{', '{"format": "foundry_ext.loss_law", "version": 1}'):
+        (tmp_path / 'other.json').write_text(text)
+        result = _invoke('predict', str(run), '--ref', str(tmp_path / 'other.json'))
+        assert result.exit_code == 2 and 'other.json is not a collapse reference' in ' '.join(result.output.split())
 
 
 def test_fit_creates_the_output_folder(family, tmp_path):
