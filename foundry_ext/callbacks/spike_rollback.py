@@ -36,16 +36,14 @@ from foundry_ext.core.composer_private import (checkpoint_interval, checkpoint_n
                                                streaming_train_dataset)
 from foundry_ext.core.errors import ConfigError, fail
 from foundry_ext.core.exits import EXIT_ROLLBACK, exit_every_rank
-from foundry_ext.core.metric_names import LOSS_SPIKE_PREFIX
+from foundry_ext.core.metric_names import ROLLBACK_PREFIX
 from foundry_ext.spikes.rollback import (APPLIED, MANIFEST, PENDING, ROLLED_BACK, RollbackSettings,
                                          checkpoints_to_keep, entries_to_apply, onset_position, read_manifest,
                                          rollback_checkpoint, skip_window, write_manifest)
 
 log = logging.getLogger(__name__)
 
-__all__ = ['ROLLBACK_PREFIX', 'SpikeRollback']
-
-ROLLBACK_PREFIX = f'{LOSS_SPIKE_PREFIX}/rollback'
+__all__ = ['SpikeRollback']
 
 
 def _on_rank_zero(state: State, work) -> Any:
@@ -273,9 +271,9 @@ def _prepare_folder(names) -> None:
         checkpoints = find_checkpoints(folder, names.checkpoint, names.sharded)
         chosen = next((c for c in checkpoints if c.name == target), None)
         if chosen is None or chosen.problem is not None:
+            where = f'not in {folder}' if chosen is None else f'broken ({chosen.problem})'
             fail(f'{os.path.join(folder, MANIFEST)}: rollback {entry["index"]} needs the checkpoint {target}, which '
-                 f'is ' + ('not in ' + folder if chosen is None else f'broken ({chosen.problem})') + '. Put it back, '
-                 f'or delete the entry to train on without the rollback.')
+                 f'is {where}. Put it back, or delete the entry to train on without the rollback.')
         aside = os.path.join(folder, ROLLED_BACK, str(entry['index']))
         for ckpt in checkpoints:
             if ckpt.order > chosen.order:

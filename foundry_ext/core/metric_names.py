@@ -25,6 +25,7 @@ __all__ = [
     'LR_ALIASES',
     'RESUME_DATA_GUARD_PREFIX',
     'RESUME_GUARD_PREFIX',
+    'ROLLBACK_PREFIX',
     'STEP_KEYS',
     'find_loss_key',
     'find_lr_key',
@@ -48,6 +49,7 @@ BUDGET_PREFIX = 'budget_checkpoint'
 COLLAPSE_PREFIX = 'collapse'
 LOSS_LAW_PREFIX = 'loss_law'
 LOSS_SPIKE_PREFIX = 'loss_spike'
+ROLLBACK_PREFIX = f'{LOSS_SPIKE_PREFIX}/rollback'  # loss_spike_monitor's rollback action
 RESUME_DATA_GUARD_PREFIX = 'resume_data_guard'
 RESUME_GUARD_PREFIX = 'resume_guard'
 
