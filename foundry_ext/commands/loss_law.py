@@ -24,7 +24,7 @@ from foundry_ext.core.errors import choice, fail
 from foundry_ext.loss_law.branches import BranchForecast, BranchSpec, forecast_branches, format_branches
 from foundry_ext.loss_law.from_runs import fit_runs
 from foundry_ext.loss_law.law_file import LossLaw, read_law, write_law
-from foundry_ext.loss_law.laws import LAWS
+from foundry_ext.loss_law.laws import LAWS, get_law
 from foundry_ext.loss_law.plots import plot_branches, plot_prediction
 from foundry_ext.loss_law.predict import Prediction, predict
 from foundry_ext.loss_law.runs import find_main, load_runs, read_schedule
@@ -72,6 +72,21 @@ def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: O
     return fitted
 
 
+def _at_bounds(law: LossLaw) -> list[str]:
+    """The fitted parameters that ended on a bound of the fit (the decay term's when it is off do not count)."""
+    model = get_law(law.law)
+    theta = model.from_natural(law.params)
+    found = []
+    for name, value, lower, upper in zip(model.internal, theta, model.lower, model.upper):
+        if name in model.decay and not law.decay_identified:
+            continue
+        for bound in (lower, upper):
+            if np.isfinite(bound) and abs(value - bound) <= 1e-6 * max(1.0, abs(bound)):
+                natural = name.removeprefix('log_')
+                found.append(f'{natural}={law.params[natural]:.4g}')
+    return found
+
+
 def format_fit(law: LossLaw, out: str) -> str:
     """Parameters with their bootstrap standard deviations, each run's misfit, and where the law was written."""
     params = ', '.join(f'{name} {value:.4g} +- {law.param_std[name]:.2g}' for name, value in law.params.items())
@@ -80,6 +95,10 @@ def format_fit(law: LossLaw, out: str) -> str:
         joined = f', LR before step {run.first_step} from {run.joined_to}' if run.joined_to else ''
         lines.append(f'  {run.name}: {run.points} points from step {run.first_step} to {run.final_step}{joined}; '
                      f'RMS relative misfit {run.rel_rmse:.3%}')
+    at_bounds = _at_bounds(law)
+    if at_bounds:
+        lines.append(f'  at a bound of the fit: {", ".join(at_bounds)}. The runs do not pin it down; predictions that '
+                     f'depend on it (decays unlike the fitted ones) are less certain than their intervals say.')
     if not law.decay_identified:
         lines.append('  no run decays its LR: the decay term is off, so this law predicts constant-LR training only; '
                      'add a run that decays (a branch) to predict decays.')
@@ -120,7 +139,8 @@ def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw,
             before = main.lr_steps < start
             steps, lrs = np.concatenate([main.lr_steps[before], steps]), np.concatenate([main.lrs[before], lrs])
             log.info('%s starts at step %d; its LR before comes from the fitted run %s.', path, start, main.name)
-        else:
+        # Logged from its first logging interval: an ordinary schedule. Much later: a branch without its main run.
+        elif steps.size < 2 or start > 2 * float(np.median(np.diff(steps))):
             log.warning('%s starts at step %d and no fitted run has its LR there; assuming a linear warmup from 0 at '
                         'step 0 before it. If it branches off a run, fit the law on that run too.', path, start)
     return LRSchedule.from_logged(steps, lrs, end=int(round(steps[-1])), source=path), tokens

@@ -211,9 +211,12 @@ def join_branches(runs: Sequence[Run]) -> list[Run]:
             log.info('%s: its LR is logged from step %d; joined to %s for the steps before.', run.name, start,
                      main.name)
         elif start > 1:
-            log.warning('%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0. If it '
-                        'branched off another run, give that run too (it is joined where its LR matches), else the '
-                        'fit may be poor.', run.name, start)
+            # Logged from its first logging interval: an ordinary run. Much later: a branch without its main run.
+            late = start > 2 * float(np.median(np.diff(run.lr_steps))) if run.lr_steps.size > 1 else True
+            (log.warning if late else log.info)(
+                '%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0. If it branched off '
+                'another run, give that run too (it is joined where its LR matches), else the fit may be poor.',
+                run.name, start)
         joined[i] = run
     return [joined[i] for i in range(len(runs))]
 

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+from foundry_ext.commands.loss_law import format_fit
 from foundry_ext.core.errors import ConfigError
 from foundry_ext.loss_law.from_runs import fit_runs
 from foundry_ext.loss_law.law_file import read_law, write_law
@@ -136,3 +137,13 @@ def test_a_peak_lr_off_the_fitted_runs_is_warned_about(caplog):
         caplog.clear()
         predict(law, LRSchedule(factor * wsd_lr(3000, 2400)), source='s')
         assert any('1.5x the fitted runs' in r.getMessage() for r in caplog.records) == warned
+
+
+def test_a_fit_names_parameters_left_on_a_bound(tmp_path):
+    law_path = tmp_path / 'law.json'
+    write_law(fit_runs([synthetic_run('constant', wsd_lr(3000, None)), synthetic_run('wsd', wsd_lr(3000, 2000))],
+                       'multi-power'), law_path)
+    law = read_law(law_path)
+    assert 'at a bound' not in format_fit(law, str(law_path))
+    law.params['beta'] = 0.02  # the lower bound of beta
+    assert 'at a bound of the fit: beta=0.02.' in format_fit(law, str(law_path))
