@@ -41,6 +41,28 @@ def corpus_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope='module', autouse=True)
+def release_streaming_shared_memory():
+    """Closes the shared memory of the StreamingDatasets a test module built, when the module ends.
+
+    Streaming keeps every ``SharedMemory`` of every ``StreamingDataset`` open until the process exits (an ``atexit``
+    handler holds each one), a few hundred file descriptors per training run; the whole suite in one process builds
+    enough datasets to run out of descriptors (``OSError: [Errno 24] Too many open files``).
+    """
+    import gc
+
+    from streaming.base.shared.memory import SharedMemory
+
+    before = {id(obj) for obj in gc.get_objects() if isinstance(obj, SharedMemory)}
+    yield
+    for obj in gc.get_objects():
+        if isinstance(obj, SharedMemory) and id(obj) not in before:
+            try:
+                obj.cleanup()
+            except BufferError:  # still viewed by a live array: it stays open
+                pass
+
+
 def tiny_trainer(schedulers: Any, max_duration: str, callbacks: Sequence[Any] = (), lr: float = 1.0,
                  batches: int = 64, **kwargs: Any):
     """A real Composer Trainer on a linear classifier: fast, and enough to drive schedulers and callbacks."""
