@@ -27,7 +27,7 @@ from foundry_ext.loss_law.law_file import LossLaw, read_law, write_law
 from foundry_ext.loss_law.laws import LAWS, get_law
 from foundry_ext.loss_law.plots import plot_branches, plot_prediction
 from foundry_ext.loss_law.predict import Prediction, predict
-from foundry_ext.loss_law.runs import find_main, load_runs, read_schedule
+from foundry_ext.loss_law.runs import find_main, load_runs, read_schedule, starts_late
 from foundry_ext.loss_law.schedule import LRSchedule
 from foundry_ext.loss_law.select import choose_fit_from
 from foundry_ext.schedulers.preview import batch_size, config_multipliers, update_multipliers
@@ -139,8 +139,7 @@ def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw,
             before = main.lr_steps < start
             steps, lrs = np.concatenate([main.lr_steps[before], steps]), np.concatenate([main.lrs[before], lrs])
             log.info('%s starts at step %d; its LR before comes from the fitted run %s.', path, start, main.name)
-        # Logged from its first logging interval: an ordinary schedule. Much later: a branch without its main run.
-        elif steps.size < 2 or start > 2 * float(np.median(np.diff(steps))):
+        elif starts_late(steps):
             log.warning('%s starts at step %d and no fitted run has its LR there; assuming a linear warmup from 0 at '
                         'step 0 before it. If it branches off a run, fit the law on that run too.', path, start)
     return LRSchedule.from_logged(steps, lrs, end=int(round(steps[-1])), source=path), tokens

@@ -38,7 +38,7 @@ from foundry_ext.loss_law.schedule import LRSchedule
 log = logging.getLogger(__name__)
 
 __all__ = ['LRHistory', 'Run', 'find_main', 'join_branches', 'load_run', 'load_runs',
-           'read_schedule', 'resolve_keys']
+           'read_schedule', 'resolve_keys', 'starts_late']
 
 _JOIN_ABOVE = 1.05  # the branch's first logged LR over the main run's LR at that step: at most this
 _JOIN_BELOW = 0.5  # and at least this
@@ -194,6 +194,12 @@ def find_main(start: float, first_lr: float, candidates: Sequence[LRHistory]) ->
     return min(partners, key=lambda c: (c.joined_to is not None, c.lr_steps[0], -c.lr_steps[-1]), default=None)
 
 
+def starts_late(lr_steps: np.ndarray) -> bool:
+    """Whether an LR series starts well after its first logging interval (a branch without its main run), not
+    merely logged from its first interval on (an ordinary run)."""
+    return lr_steps.size < 2 or lr_steps[0] > 2 * float(np.median(np.diff(lr_steps)))
+
+
 def join_branches(runs: Sequence[Run]) -> list[Run]:
     """Gives each run that starts late the LR history of the run it branched from (see the module docstring)."""
     joined: dict[int, Run] = {}
@@ -211,9 +217,7 @@ def join_branches(runs: Sequence[Run]) -> list[Run]:
             log.info('%s: its LR is logged from step %d; joined to %s for the steps before.', run.name, start,
                      main.name)
         elif start > 1:
-            # Logged from its first logging interval: an ordinary run. Much later: a branch without its main run.
-            late = start > 2 * float(np.median(np.diff(run.lr_steps))) if run.lr_steps.size > 1 else True
-            (log.warning if late else log.info)(
+            (log.warning if starts_late(run.lr_steps) else log.info)(
                 '%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0. If it branched off '
                 'another run, give that run too (it is joined where its LR matches), else the fit may be poor.',
                 run.name, start)
