@@ -42,6 +42,7 @@ from foundry_ext.core.checkpoint_files import find_checkpoints, point_latest, qu
 from foundry_ext.core.composer_private import (checkpoint_due, checkpoint_names, checkpoint_saver_folders,
                                                evaluators_due, pending_checkpoint_name)
 from foundry_ext.core.jsonl import sync_open_writers, write_json
+from foundry_ext.core.ranks import on_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +76,7 @@ class CheckpointGuard(Callback):
 
     def before_load(self, state: State, logger: Logger) -> None:
         del logger
-        error: list[Optional[Exception]] = [None]
-        if dist.get_global_rank() == 0:
-            try:
-                self._repair(state)
-            except Exception as err:  # every rank must leave the broadcast, and fail alike
-                error[0] = err
-        dist.broadcast_object_list(error, src=0)  # the others wait here until rank 0 is done with the folder
-        if error[0] is not None:
-            raise error[0]
+        on_rank_zero(lambda: self._repair(state))
 
     def _repair(self, state: State) -> None:
         """Quarantines broken checkpoints, redoes an unfinished end, repoints ``latest``."""

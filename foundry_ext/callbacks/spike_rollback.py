@@ -37,28 +37,14 @@ from foundry_ext.core.composer_private import (checkpoint_interval, checkpoint_n
 from foundry_ext.core.errors import ConfigError, fail
 from foundry_ext.core.exits import EXIT_ROLLBACK, exit_every_rank
 from foundry_ext.core.metric_names import ROLLBACK_PREFIX
-from foundry_ext.spikes.rollback import (APPLIED, MANIFEST, PENDING, ROLLED_BACK, RollbackSettings,
-                                         checkpoints_to_keep, entries_to_apply, onset_position, read_manifest,
-                                         rollback_checkpoint, skip_window, write_manifest)
+from foundry_ext.core.ranks import on_rank_zero
+from foundry_ext.spikes.rollback import (APPLIED, MANIFEST, PENDING, ROLLED_BACK, RollbackSettings, checkpoints_to_keep,
+                                         entries_to_apply, onset_position, read_manifest, rollback_checkpoint,
+                                         skip_window, write_manifest)
 
 log = logging.getLogger(__name__)
 
 __all__ = ['SpikeRollback']
-
-
-def _on_rank_zero(state: State, work) -> Any:
-    """Runs ``work()`` on global rank 0 and gives every rank its result, or raises its error on every rank."""
-    result: list[Any] = [None, None]
-    if dist.get_global_rank() == 0:
-        try:
-            result[0] = work()
-        except Exception as err:  # every rank must leave the broadcast, and fail alike
-            result[1] = err
-    if dist.get_world_size() > 1:
-        dist.broadcast_object_list(result, src=0)
-    if result[1] is not None:
-        raise result[1]
-    return result[0]
 
 
 class SpikeRollback:
@@ -181,7 +167,7 @@ class SpikeRollback:
     def done(self, state: State) -> list[dict[str, Any]]:
         """Every rollback of the run so far (the manifest), on every rank."""
         folder = local_save_folder(state)
-        return _on_rank_zero(state, lambda: read_manifest(folder))
+        return on_rank_zero(lambda: read_manifest(folder))
 
     def record(self, state: State, logger: Logger, entry: dict[str, Any]) -> None:
         """Adds the decided rollback to the manifest (``pending``), logs it, and waits until it is on disk."""
@@ -191,7 +177,7 @@ class SpikeRollback:
             entries = read_manifest(folder)
             write_manifest(folder, [*entries, {**entry, 'status': PENDING}])
 
-        _on_rank_zero(state, append)
+        on_rank_zero(append)
         if dist.get_global_rank() == 0:
             logger.log_metrics({f'{ROLLBACK_PREFIX}/decided': entry['index'] + 1,
                                 f'{ROLLBACK_PREFIX}/onset_step': entry['onset_step'],
@@ -203,7 +189,7 @@ class SpikeRollback:
         """Moves the checkpoints after each pending rollback's checkpoint aside and points ``latest`` at it."""
         names = checkpoint_names(state)
         if names is not None:
-            _on_rank_zero(state, lambda: _prepare_folder(names))
+            on_rank_zero(lambda: _prepare_folder(names))
 
     def after_load(self, state: State, logger: Logger) -> None:
         """Makes the data skip of every rollback the loaded checkpoint does not record (at the rollback
@@ -211,7 +197,7 @@ class SpikeRollback:
         folder = local_save_folder(state)
         if folder is None:
             return
-        entries = _on_rank_zero(state, lambda: read_manifest(folder))
+        entries = on_rank_zero(lambda: read_manifest(folder))
         loaded = int(state.timestamp.batch) if state.load_path is not None else -1
         todo = entries_to_apply(entries, [entry['index'] for entry in self.made], loaded,
                                 os.path.join(folder, MANIFEST))
