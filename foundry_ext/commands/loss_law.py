@@ -77,12 +77,11 @@ def _at_bounds(law: LossLaw) -> list[str]:
     model = get_law(law.law)
     theta = model.from_natural(law.params)
     found = []
-    for name, value, lower, upper in zip(model.internal, theta, model.lower, model.upper):
+    for name, natural, value, lower, upper in zip(model.internal, model.names, theta, model.lower, model.upper):
         if name in model.decay and not law.decay_identified:
             continue
         for bound in (lower, upper):
             if np.isfinite(bound) and abs(value - bound) <= 1e-6 * max(1.0, abs(bound)):
-                natural = name.removeprefix('log_')
                 found.append(f'{natural}={law.params[natural]:.4g}')
     return found
 

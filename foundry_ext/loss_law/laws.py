@@ -12,7 +12,17 @@ the LR terms; LRs are divided by a reference LR :math:`\eta_{ref}`, so areas cou
 
 with :math:`S(s)` the whole LR area before :math:`s` (the paper's :math:`S_1 + S_W`) and the sum over LR changes
 after the warmup. Each decrease lowers the loss by an amount that saturates, as a power of the area since the
-decrease, at :math:`B` times its size.
+decrease, at :math:`B` times its size. The fit varies :math:`K = B\beta` instead of :math:`B`:
+
+.. math::
+
+    B\Big(1 - u^{-\beta}\Big) = K\,\frac{1 - u^{-\beta}}{\beta} \;\xrightarrow{\beta \to 0}\; K \log u,
+    \qquad u = C\,\eta_k^{-\gamma} S_k(s) + 1
+
+so a small :math:`\beta` (slow saturation: long decays keep gaining) is reached without :math:`B` running away,
+and the family's logarithmic limit is its edge at the lower bound :math:`\beta = 10^{-3}`. On real WSD cooldowns
+the fits go there (docs/loss_law.md); with :math:`B` itself varied and :math:`\beta \ge 0.02` they stopped on that
+bound. The law and its reported parameters are the paper's.
 
 **Momentum law** (Tissue et al. 2024, "Scaling Law with Learning Rate Annealing", arXiv 2408.11029):
 
@@ -26,8 +36,9 @@ Here :math:`\lambda = 1 - 1/\tau` with the timescale :math:`\tau` (steps) fitted
 :math:`\lambda \approx 0.999`. After a decay ends, :math:`S_2` keeps growing by the total decrease per step, so the
 law rewards long decays without bound: the reason the multi-power law replaced it.
 
-Parameters are fitted in an internal form (logarithms of the positive scales) and reported in natural form.
-Both laws are linear in :math:`L_0`, :math:`A` and the decay scale (:math:`B` or :math:`C`) once the others are
+Parameters are fitted in an internal form (logarithms of the positive scales, :math:`K` for :math:`B`) and
+reported in natural form. Both laws are linear in :math:`L_0`, :math:`A` and the decay scale (:math:`K` or
+:math:`C`) once the others are
 fixed, which :meth:`Law.screen` uses to pick starting points by a grid over the rest.
 """
 
@@ -45,7 +56,9 @@ from foundry_ext.loss_law.design import Design
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LAWS', 'Law', 'MomentumLaw', 'MultiPowerLaw', 'get_law']
+__all__ = ['BETA_MIN', 'LAWS', 'Law', 'MomentumLaw', 'MultiPowerLaw', 'get_law']
+
+BETA_MIN = 1e-3  # slowest saturation fitted: (1 - u^-beta) / beta is log u to within 0.05% per unit of log u
 
 
 @dataclass(frozen=True)
@@ -53,12 +66,12 @@ class Law:
     """A loss law: parameter names, bounds, prediction with derivatives, and a grid to start fits from."""
 
     name: str
-    names: tuple[str, ...]  # natural parameters, as reported
+    names: tuple[str, ...]  # natural parameters, as reported; names[i] is what internal[i] is reported as
     internal: tuple[str, ...]  # what the fit varies
     decay: tuple[str, ...]  # internal parameters of the decay term: unidentifiable without a decay in the data
     lower: tuple[float, ...]
     upper: tuple[float, ...]
-    scale_index: int  # internal index of the decay scale (log B or log C)
+    scale_index: int  # internal index of the decay scale (log K or log C)
 
     def to_natural(self, theta: np.ndarray) -> dict[str, float]:
         """Internal vector -> ``{name: value}`` in natural form."""
@@ -111,63 +124,70 @@ def _log_floor(value: float) -> float:
 
 
 class MultiPowerLaw(Law):
-    """Luo et al.'s multi-power law; see the module docstring."""
+    """Luo et al.'s multi-power law, fitted with the decay scale :math:`K = B\beta`; see the module docstring."""
 
     def __init__(self) -> None:
         super().__init__(
             name='multi-power',
             names=('L0', 'A', 'alpha', 'B', 'C', 'beta', 'gamma'),
-            internal=('L0', 'log_A', 'alpha', 'log_B', 'log_C', 'beta', 'gamma'),
-            decay=('log_B', 'log_C', 'beta', 'gamma'),
-            lower=(0.0, -30.0, 0.01, -30.0, -25.0, 0.02, -1.0),
+            internal=('L0', 'log_A', 'alpha', 'log_K', 'log_C', 'beta', 'gamma'),
+            decay=('log_K', 'log_C', 'beta', 'gamma'),
+            lower=(0.0, -30.0, 0.01, -30.0, -25.0, BETA_MIN, -1.0),
             upper=(np.inf, 30.0, 3.0, 30.0, 15.0, 5.0, 2.0),
             scale_index=3,
         )
 
     def to_natural(self, theta: np.ndarray) -> dict[str, float]:
-        l0, log_a, alpha, log_b, log_c, beta, gamma = (float(v) for v in theta)
-        return {'L0': l0, 'A': np.exp(log_a), 'alpha': alpha, 'B': np.exp(log_b), 'C': np.exp(log_c),
+        l0, log_a, alpha, log_k, log_c, beta, gamma = (float(v) for v in theta)
+        return {'L0': l0, 'A': np.exp(log_a), 'alpha': alpha, 'B': np.exp(log_k) / beta, 'C': np.exp(log_c),
                 'beta': beta, 'gamma': gamma}
 
     def from_natural(self, params: dict[str, float]) -> np.ndarray:
-        return np.array([params['L0'], _log_floor(params['A']), params['alpha'], _log_floor(params['B']),
-                         _log_floor(params['C']), params['beta'], params['gamma']])
+        return np.array([params['L0'], _log_floor(params['A']), params['alpha'],
+                         _log_floor(params['B'] * params['beta']), _log_floor(params['C']), params['beta'],
+                         params['gamma']])
+
+    @staticmethod
+    def _saturation(log_u: np.ndarray, beta: float) -> np.ndarray:
+        """:math:`(1 - u^{-\beta}) / \beta`, exact for small :math:`\beta`."""
+        return -np.expm1(-beta * log_u) / beta
 
     def evaluate(self, theta: np.ndarray, design: Design, jacobian: bool = False):
-        l0, log_a, alpha, log_b, log_c, beta, gamma = theta
-        a, b, c = np.exp(log_a), np.exp(log_b), np.exp(log_c)
+        l0, log_a, alpha, log_k, log_c, beta, gamma = theta
+        a, k, c = np.exp(log_a), np.exp(log_k), np.exp(log_c)
         area = np.maximum(design.area, 1e-12)
         power = area**-alpha
         log_lr = design.log_lr[design.pair_bin]
         x = np.exp(-gamma * log_lr) * design.pair_area
         log_u = np.log1p(c * x)
-        u_beta = np.exp(-beta * log_u)
+        g = self._saturation(log_u, beta)
         drop = design.drop[design.pair_bin]
-        saturation = design.per_point(drop * (1.0 - u_beta))
-        pred = l0 + a * power - b * saturation
+        saturation = design.per_point(drop * g)
+        pred = l0 + a * power - k * saturation
         if not jacobian:
             return pred
-        dlog_c = drop * beta * u_beta * (c * x / (1.0 + c * x))  # d/dlogC of (1 - u^-beta), per pair
-        dbeta = design.per_point(drop * u_beta * log_u)
+        u_beta = np.exp(-beta * log_u)
+        dlog_c = drop * u_beta * (c * x / (1.0 + c * x))  # d/dlogC of g, per pair
+        dbeta = design.per_point(drop * (log_u * u_beta - g) / beta)
         dgamma = design.per_point(dlog_c * -log_lr)
         dlog_c = design.per_point(dlog_c)
-        jac = np.stack([np.ones_like(pred), a * power, -a * power * np.log(area), -b * saturation, -b * dlog_c,
-                        -b * dbeta, -b * dgamma], axis=1)
+        jac = np.stack([np.ones_like(pred), a * power, -a * power * np.log(area), -k * saturation, -k * dlog_c,
+                        -k * dbeta, -k * dgamma], axis=1)
         return pred, jac
 
     def _basis(self, nonlinear: Sequence[float], design: Design) -> tuple[np.ndarray, np.ndarray]:
         alpha, log_c, beta, gamma = nonlinear
         x = np.exp(-gamma * design.log_lr[design.pair_bin]) * design.pair_area
-        saturation = design.per_point(design.drop[design.pair_bin] * (1.0 - (1.0 + np.exp(log_c) * x)**-beta))
-        return np.maximum(design.area, 1e-12)**-alpha, saturation
+        g = self._saturation(np.log1p(np.exp(log_c) * x), beta)
+        return np.maximum(design.area, 1e-12)**-alpha, design.per_point(design.drop[design.pair_bin] * g)
 
     def _grid(self) -> list[tuple[float, ...]]:
-        return list(itertools.product((0.2, 0.4, 0.7), np.log([1e-3, 1e-2, 1e-1, 1.0]), (0.3, 0.6, 1.2),
+        return list(itertools.product((0.2, 0.4, 0.7), np.log([1e-3, 1e-2, 1e-1, 1.0]), (0.05, 0.3, 0.6, 1.2),
                                       (0.0, 0.5, 1.0)))
 
     def _assemble(self, nonlinear: Sequence[float], l0: float, a: float, scale: float) -> np.ndarray:
         alpha, log_c, beta, gamma = nonlinear
-        return np.array([l0, _log_floor(a), alpha, _log_floor(max(scale, 1e-6)), log_c, beta, gamma])
+        return np.array([l0, _log_floor(a), alpha, _log_floor(max(scale, 1e-6 * beta)), log_c, beta, gamma])
 
 
 class MomentumLaw(Law):

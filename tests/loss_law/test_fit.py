@@ -67,7 +67,7 @@ def test_constant_runs_alone_leave_the_decay_term_off_and_refuse_decays():
 
 def test_a_prior_law_stands_in_for_the_decay_term(wsd_law):
     law = fit_runs([synthetic_run('constant', wsd_lr(N, None), noise=0.003)], n_boot=4, prior=wsd_law)
-    assert law.decay_identified and law.fit['fixed'].keys() == {'log_B', 'log_C', 'beta', 'gamma'}
+    assert law.decay_identified and law.fit['fixed'].keys() == {'log_K', 'log_C', 'beta', 'gamma'}
     assert law.params['B'] == pytest.approx(wsd_law.params['B'])
     lr = wsd_lr(N, int(N * 0.8))
     assert predict(law, LRSchedule(lr), steps=np.array([float(N)])).final_loss == pytest.approx(

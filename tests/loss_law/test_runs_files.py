@@ -7,6 +7,7 @@ from foundry_ext.commands.loss_law import format_fit
 from foundry_ext.core.errors import ConfigError
 from foundry_ext.loss_law.from_runs import fit_runs
 from foundry_ext.loss_law.law_file import read_law, write_law
+from foundry_ext.loss_law.laws import BETA_MIN
 from foundry_ext.loss_law.predict import predict
 from foundry_ext.loss_law.runs import join_branches, load_runs, read_schedule
 from foundry_ext.loss_law.schedule import LRSchedule
@@ -145,5 +146,9 @@ def test_a_fit_names_parameters_left_on_a_bound(tmp_path):
                        'multi-power'), law_path)
     law = read_law(law_path)
     assert 'at a bound' not in format_fit(law, str(law_path))
-    law.params['beta'] = 0.02  # the lower bound of beta
-    assert 'at a bound of the fit: beta=0.02.' in format_fit(law, str(law_path))
+    law.params['beta'] = BETA_MIN
+    assert 'at a bound of the fit: beta=0.001.' in format_fit(law, str(law_path))
+    momentum = read_law(law_path)
+    momentum.law, momentum.params = 'momentum', {'L0': 2.0, 'A': 5.0, 'alpha': 0.3, 'C': 1e-3, 'lambda': 0.0}
+    momentum.param_std = dict.fromkeys(momentum.params, 0.0)
+    assert 'at a bound of the fit: lambda=0.' in format_fit(momentum, str(law_path))  # log tau at 0: tau = 1

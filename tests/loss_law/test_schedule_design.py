@@ -46,6 +46,7 @@ def _exact(lr, steps, law, params):
 
 @pytest.mark.parametrize('law,params', [
     ('multi-power', {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'B': 0.3, 'C': 0.05, 'beta': 0.6, 'gamma': 0.6}),
+    ('multi-power', {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'B': 30.0, 'C': 0.05, 'beta': 0.002, 'gamma': 0.6}),
     ('momentum', {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'C': 3e-4, 'lambda': 0.999}),
 ])
 @pytest.mark.parametrize('shape', ['cosine', 'wsd'])
@@ -66,14 +67,16 @@ def test_binned_design_matches_the_exact_sums(law, params, shape):
         assert np.max(np.abs(chunked / exact - 1)) < 2e-5
 
 
-@pytest.mark.parametrize('law', ['multi-power', 'momentum'])
-def test_analytic_jacobian_matches_finite_differences(law):
+@pytest.mark.parametrize('law,params', [
+    ('multi-power', {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'B': 0.3, 'C': 0.05, 'beta': 0.6, 'gamma': 0.6}),
+    ('multi-power', {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'B': 30.0, 'C': 0.05, 'beta': 0.002, 'gamma': 0.6}),
+    ('momentum', {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'C': 3e-4, 'lambda': 0.998}),
+])
+def test_analytic_jacobian_matches_finite_differences(law, params):
     t = np.arange(3000)
     lr = np.where(t < 100, t / 100, np.where(t < 2000, 1.0, 1 - (t - 2000) / 1000 * 0.9))
     design = build_design(LRSchedule(lr), np.arange(150, 3001, 50).astype(float))
     model = get_law(law)
-    params = ({'L0': 2.5, 'A': 20, 'alpha': 0.4, 'B': 0.3, 'C': 0.05, 'beta': 0.6, 'gamma': 0.6}
-              if law == 'multi-power' else {'L0': 2.5, 'A': 20, 'alpha': 0.4, 'C': 3e-4, 'lambda': 0.998})
     theta = model.from_natural(params)
     _, jac = model.evaluate(theta, design, jacobian=True)
     for i in range(theta.size):
