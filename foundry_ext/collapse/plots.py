@@ -61,6 +61,7 @@ def plot_collapse(
     residuals: bool = False,
     markers: Sequence[Marker] = (),
     title: str = '',
+    loss_label: str = 'training loss',
 ) -> Path:
     """Draws raw loss vs step next to ``L/L(T)`` vs ``t/T`` (and optionally the residual ``z``); saves a PNG.
 
@@ -72,6 +73,7 @@ def plot_collapse(
         residuals (bool): Add a third panel with ``z = (ell - ref) / band`` (needs ``ref``).
         markers (Sequence[Marker]): Vertical lines on the ``t/T`` panels.
         title (str): Figure title.
+        loss_label (str): What the raw panel's loss is (e.g. the metric key read).
     """
     if residuals and ref is None:
         fail('residual panel needs a reference curve.')
@@ -88,7 +90,7 @@ def plot_collapse(
             with np.errstate(invalid='ignore'):
                 z = (c.losses / c.final_loss - own(t)) / own.band(t)
             axes[2].plot(t, z, color=c.color, linestyle=c.linestyle, linewidth=1.0, label=c.label)
-    ax_raw.set(xlabel='step', ylabel='training loss', title='raw')
+    ax_raw.set(xlabel='step', ylabel=loss_label, title='raw')
     ax_norm.set(xlabel='t / T', ylabel='L / L(T)', title='normalized')
     if ref is not None:
         grid = np.linspace(ref.fit_start, 1.0, 400)

@@ -235,4 +235,4 @@ def plot(runs: Sequence[str], out: str, ref_path: Optional[str] = None, smooth: 
         else:
             fail(f'{run.name} is unfinished: pass --ref to normalize it by the early-aligned L(T).')
         curves.append(CollapseCurve(label, steps, losses, run.total_steps, final, f'C{i % 10}', reference=own))
-    return Report([f'wrote {plot_collapse(curves, out, ref=ref, residuals=residuals)}'])
+    return Report([f'wrote {plot_collapse(curves, out, ref=ref, residuals=residuals, loss_label=loss_key)}'])
