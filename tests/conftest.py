@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import pytest
 import torch
+
+from foundry_ext.testing.relaunch import composer_command, relaunch_until_done, start
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_YAML = str(REPO / 'yamls' / 'wsd.yaml')
@@ -19,7 +20,6 @@ SMALL_CORPUS = 'train_loader.dataset.train_tokens=400000'
 # A smaller model than the demo's, for tests about files and processes rather than learning.
 TINY_MODEL = ['model.n_layers=2', 'model.d_model=64', 'global_train_batch_size=8', 'device_train_microbatch_size=8',
               'device_eval_batch_size=8']
-COMPOSER = str(Path(sys.executable).with_name('composer'))
 # scripts/train.py plus the test-only callbacks lr_jump and crash (and a dump of the components' state).
 TRAIN_WORKER = 'tests/distributed/train_worker.py'
 
@@ -110,11 +110,14 @@ def launch(run_dir: Path, args: Sequence[str], nproc: int = 1, env: Optional[Map
            script: str = TRAIN_WORKER) -> subprocess.Popen:
     """Starts ``composer -n <nproc> <script> <args>`` from the repository, in a new session so that a kill reaches
     the launcher and every rank; its output is appended to ``run_dir/launcher.log``."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / 'launcher.log', 'a')
-    return subprocess.Popen([COMPOSER, '-n', str(nproc), script, *args], cwd=REPO,
-                            env={**os.environ, 'PYTHONUNBUFFERED': '1', **(env or {})}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return start(composer_command(script, args, nproc), run_dir / 'launcher.log', cwd=str(REPO), env=env)
+
+
+def relaunch(run_dir: Path, args: Sequence[str], launches: int, nproc: int = 1,
+             env: Optional[Mapping[str, str]] = None) -> list[int]:
+    """:func:`launch` again until it exits 0 (at most ``launches`` times), as a supervisor would; the exit codes."""
+    return relaunch_until_done(composer_command(TRAIN_WORKER, args, nproc), run_dir / 'launcher.log', launches,
+                               cwd=str(REPO), env=env, timeout=900)
 
 
 def checkpoint_tensors(path: Path) -> dict:

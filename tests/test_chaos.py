@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from foundry_ext.core.metrics_io import read_metrics
-from tests.conftest import SMALL_CORPUS, TINY_MODEL, assert_same_tensors, checkpoint_tensors, demo_yaml_with, launch
+from tests.conftest import (SMALL_CORPUS, TINY_MODEL, assert_same_tensors, checkpoint_tensors, demo_yaml_with, launch,
+                            relaunch)
 
 WSD_S = {'name': 'wsd_s', 't_warmup': '4ba', 'budgets': ['16ba', '32ba', '48ba'], 'decay_fraction': 0.25}
 SPIKE = {'warmup_steps': 8, 'fast_recovery_steps': 6, 'max_follow_steps': 12}
@@ -43,14 +44,6 @@ RANDOM_EVENTS = ('after_dataloader', 'before_forward', 'after_loss', 'after_back
 def _args(run_dir: Path, plan: Path) -> list[str]:
     return [str(run_dir.parent / 'wsd_s.yaml'), f'variables.run_dir={run_dir}', f'save_folder={run_dir}/ckpt',
             f'callbacks.crash.plan={plan}', *RUN]
-
-
-def _supervise(run_dir: Path, plan: Path, launches: int) -> list[int]:
-    """Relaunches the same command until it exits 0 (at most ``launches`` times); returns the exit codes."""
-    codes = []
-    while len(codes) < launches and (not codes or codes[-1] != 0):
-        codes.append(launch(run_dir, _args(run_dir, plan)).wait(timeout=900))
-    return codes
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -73,7 +66,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     demo_yaml_with(root / 'wsd_s.yaml', scheduler=WSD_S)
     straight, chaos = root / 'straight', root / 'chaos'
     (root / 'no_crash.json').write_text('[]')
-    assert _supervise(straight, root / 'no_crash.json', 1) == [0], (straight / 'launcher.log').read_text()[-3000:]
+    assert relaunch(straight, _args(straight, root / 'no_crash.json'), 1) == [0], (straight / 'launcher.log').read_text()[-3000:]
 
     size = (straight / 'ckpt' / 'ep0-ba12-rank0.pt').stat().st_size
     rng = random.Random(20240607)
@@ -84,7 +77,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         {'event': 'fit_end', 'how': 'kill'},
     ]
     (root / 'crash.json').write_text(json.dumps(plan))
-    codes = _supervise(chaos, root / 'crash.json', 6)
+    codes = relaunch(chaos, _args(chaos, root / 'crash.json'), 6)
     log = (chaos / 'launcher.log').read_text()
     assert len(codes) == 5 and codes[-1] == 0 and 0 not in codes[:-1], (codes, log[-3000:])
     assert json.loads((root / 'crash.json.used').read_text()) == len(plan)

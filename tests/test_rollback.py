@@ -20,7 +20,8 @@ import torch
 from foundry_ext.core.checkpoint_state import unpack_state
 from foundry_ext.core.metrics_io import read_metrics
 from foundry_ext.testing.garbage_data import garbage_corpus_copy
-from tests.conftest import DEMO_YAML, SMALL_CORPUS, TINY_MODEL, assert_same_tensors, checkpoint_tensors, launch
+from tests.conftest import (DEMO_YAML, SMALL_CORPUS, TINY_MODEL, assert_same_tensors, checkpoint_tensors, launch,
+                            relaunch)
 
 BATCH = 8  # global batch of TINY_MODEL
 POCKET = (24 * BATCH, 40 * BATCH)  # garbage samples: batches 24 to 39 of the epoch
@@ -57,9 +58,7 @@ def rollback_runs(root: Path, nproc: int = 1, extra: Sequence[str] = (), env: Op
     for name, plan, launches in (('straight', 'no_crash.json', 3), ('killed', 'kill.json', 4)):
         run_dir = runs[name] = root / name
         args = [*_args(run_dir, corpus, root / plan), *extra]
-        codes = runs['codes'][name] = []
-        while len(codes) < launches and (not codes or codes[-1] != 0):
-            codes.append(launch(run_dir, args, nproc=nproc, env=env).wait(timeout=900))
+        runs['codes'][name] = relaunch(run_dir, args, launches, nproc=nproc, env=env)
     runs['log'] = (runs['straight'] / 'launcher.log').read_text()
     return runs
 
