@@ -29,7 +29,7 @@ from foundry_ext.loss_law.plots import plot_branches, plot_prediction
 from foundry_ext.loss_law.predict import Prediction, predict
 from foundry_ext.loss_law.runs import find_main, load_runs, read_schedule, starts_late
 from foundry_ext.loss_law.schedule import LRSchedule
-from foundry_ext.loss_law.select import choose_fit_from
+from foundry_ext.loss_law.select import choose_fit_from, default_fit_from
 from foundry_ext.schedulers.preview import batch_size, config_multipliers, update_multipliers
 from foundry_ext.schedulers.shapes import DECAY_SHAPES
 from foundry_ext.schedulers.time_spec import batches_in, parse_steps, parse_time
@@ -55,7 +55,7 @@ def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: O
     """Fits a law on runs and writes it to ``out``; see :func:`~foundry_ext.loss_law.from_runs.fit_runs`.
 
     ``fit_from`` is a step, ``auto`` (chosen by cross-validation, :mod:`foundry_ext.loss_law.select`) or None (each
-    run's warmup end). ``tracking_uri`` is the MLflow tracking store of runs given as MLflow runs.
+    run's warmup end; past the initial transient when no run logs a warmup). ``tracking_uri`` is the MLflow tracking store of runs given as MLflow runs.
     """
     choice(law, '--law', list(LAWS))
     if fit_from is not None and fit_from != 'auto' and not str(fit_from).isdigit():
@@ -65,11 +65,16 @@ def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: O
     if bootstrap < 0 or max_points < 10:
         fail(f'--bootstrap={bootstrap} must be >= 0 and --max-points={max_points} >= 10.')
     loaded = load_runs(runs, loss_key, lr_key, tracking_uri=tracking_uri)
-    start = None if fit_from is None else int(fit_from) if fit_from != 'auto' else choose_fit_from(
-        loaded, law, max_points)[0]
+    if fit_from is None:
+        start = default_fit_from(loaded, law, max_points)
+    else:
+        start = int(fit_from) if fit_from != 'auto' else choose_fit_from(loaded, law, max_points)[0]
     fitted = fit_runs(loaded, law, fit_from=start, max_points=max_points, n_boot=bootstrap, interval=interval)
     write_law(fitted, out)
     return fitted
+
+
+_POOR_MISFIT = 0.02  # RMS relative misfit; fits of real LLM curves leave 0.1-0.5%
 
 
 def _at_bounds(law: LossLaw) -> list[str]:
@@ -94,6 +99,11 @@ def format_fit(law: LossLaw, out: str) -> str:
         joined = f', LR before step {run.first_step} from {run.joined_to}' if run.joined_to else ''
         lines.append(f'  {run.name}: {run.points} points from step {run.first_step} to {run.final_step}{joined}; '
                      f'RMS relative misfit {run.rel_rmse:.3%}')
+    poor = [run.name for run in law.runs if run.rel_rmse > _POOR_MISFIT]
+    if poor:
+        lines.append(f'  misfit above {_POOR_MISFIT:.0%} ({", ".join(poor)}): the law does not describe these runs '
+                     f'from where the fit starts, so its forecasts are unreliable. Start the fit past early training '
+                     f'(--fit-from auto, or a later --fit-from step), or leave out runs the law cannot describe.')
     at_bounds = _at_bounds(law)
     if at_bounds:
         lines.append(f'  at a bound of the fit: {", ".join(at_bounds)}. The runs do not pin it down; predictions that '

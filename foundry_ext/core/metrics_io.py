@@ -12,7 +12,7 @@ A RUN, as every command takes it (:func:`resolve_run`, :func:`read_run`, :func:`
 
 Every source comes back as ``{key: (steps, values)}`` sorted by step; a later value for the same step replaces an
 earlier one (a resumed run logs the steps after its last checkpoint again), and non-numeric values such as
-``"nan"`` are read as floats.
+``"nan"`` are read as floats. An empty CSV cell is a metric not logged at that step, not a NaN.
 
 Exports of other trainers may name the step ``_step``, ``Step``, ``global_step``, ``iter`` or ``iteration``
 (:data:`~foundry_ext.core.metric_names.STEP_KEYS`, the first found in a row). CSV exports of W&B runs are read as

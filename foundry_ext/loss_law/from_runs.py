@@ -15,8 +15,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from foundry_ext.core.errors import fail
-from foundry_ext.loss_law.fit import MIN_DECAY, FitRun, fit_law, identifies_decay, window_means
+from foundry_ext.loss_law.fit import MIN_DECAY, FitRun, fit_law, identifies_decay
 from foundry_ext.loss_law.fit import jackknife as run_jackknife
+from foundry_ext.loss_law.fit import window_means
 from foundry_ext.loss_law.law_file import FittedRun, LossLaw
 from foundry_ext.loss_law.laws import get_law
 from foundry_ext.loss_law.runs import Run

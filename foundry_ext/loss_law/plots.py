@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import matplotlib.pyplot as plt  # noqa: E402,I001
+
 from foundry_ext.core.metrics_io import Series
 from foundry_ext.core.plots import save_figure  # selects the headless backend before pyplot loads
 from foundry_ext.loss_law.branches import BranchForecast
 from foundry_ext.loss_law.predict import Prediction
-
-import matplotlib.pyplot as plt  # noqa: E402,I001
 
 log = logging.getLogger(__name__)
 

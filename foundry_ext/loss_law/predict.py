@@ -15,8 +15,11 @@ law's form that every run shares (docs/loss_law.md reports how often it covered 
 
 **Checks before predicting** (each a :class:`~foundry_ext.core.errors.ConfigError` with the fix): a schedule that
 decays, from a law whose runs never decayed; a peak LR more than 10x off the fitted runs' (a multiplier given for
-an LR, or another unit); a schedule more than ``MAX_EXTRAPOLATION`` times longer than the longest fitted run (steps
-in tokens or samples, not batches); tokens per step that differ from the fitted runs' (when both are known).
+an LR, or another unit), or a schedule that ends inside its warmup; steps in another unit than the fitted runs'
+(tokens or samples against batches): a schedule that ends before the first fitted loss, or whose warmup and length
+are both 8 or more times the fitted runs' (or both an eighth or less); a schedule more than ``MAX_EXTRAPOLATION``
+times longer than the longest fitted run; tokens per step that differ from the fitted runs' (when both are
+known).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ MAX_EXTRAPOLATION = 20.0  # schedule length / longest fitted run
 _WARN_EXTRAPOLATION = 4.0
 _LR_RATIO = 10.0
 _LR_WARN = 1.1  # a peak LR this far off the fitted runs' gets a warning
+_WIDE = 0.25  # an interval half-width beyond this share of the prediction is warned about
+_UNIT_RATIO = 8.0  # a warmup and a length both this many times the fitted runs': steps in another unit
 
 
 @dataclass
@@ -97,12 +102,45 @@ def _decays(schedule: LRSchedule) -> bool:
     return bool(after.size and after.min() < (1.0 - MIN_DECAY) * schedule.peak)
 
 
+def _warmup_end(knots: list[list[float]]) -> float:
+    """The first step at which a fitted run's LR (``[step, lr]`` knots) reaches its peak."""
+    lrs = np.array([lr for _, lr in knots])
+    return float(knots[int(np.argmax(lrs >= lrs.max() * (1.0 - 1e-9)))][0])
+
+
+def _check_units(law: LossLaw, schedule: LRSchedule, source: str) -> None:
+    """Refuses a schedule whose steps look like another unit than the fitted runs' (tokens or samples against
+    batches): one that ends before any fitted loss, or whose warmup and length are both ``_UNIT_RATIO`` times the
+    fitted runs' or more, the same way round."""
+    if not law.runs:
+        return
+    fix = ('Are one side\'s steps tokens or samples and the other\'s batches? Give both in batches (divide by the '
+           'tokens or samples per batch).')
+    first = min(run.first_step for run in law.runs)
+    if schedule.n < first:
+        fail(f'{source}: the schedule ends at step {schedule.n}, before the first fitted loss (step {first}), so the '
+             f'law knows nothing of it. {fix}')
+    warmups = [_warmup_end(run.knots) for run in law.runs if run.knots]
+    if not warmups or min(warmups) <= 0 or schedule.peak_step <= 0:
+        return  # no warmup on one side: nothing to compare
+    length = schedule.n / max(run.final_step for run in law.runs)
+    warmup = schedule.peak_step / float(np.median(warmups))
+    if min(length, warmup) >= _UNIT_RATIO or max(length, warmup) <= 1.0 / _UNIT_RATIO:
+        fail(f'{source}: its warmup ends at step {schedule.peak_step} and it runs to step {schedule.n}: '
+             f'{warmup:.3g}x and {length:.3g}x the fitted runs\' ({np.median(warmups):.0f} and '
+             f'{max(run.final_step for run in law.runs)} steps). {fix} (A schedule really that much longer or shorter '
+             f'is beyond what this law was fitted on: fit runs closer to it.)')
+
+
 def check_schedule(law: LossLaw, schedule: LRSchedule, source: str, tokens_per_step: Optional[int] = None) -> None:
     """Refuses a schedule the law cannot speak for; see the module docstring."""
     if schedule.n < 2 or schedule.peak <= 0:
         fail(f'{source}: the schedule has {schedule.n} steps and peak LR {schedule.peak:g}; give at least 2 steps '
              f'with an LR above 0.')
     ratio = schedule.peak / law.lr_ref
+    if ratio < 1.0 / _LR_RATIO and schedule.peak_step >= schedule.n - 1:
+        fail(f'{source}: its LR still rises at its last step ({schedule.n}): the schedule ends inside its warmup, '
+             f'before any step the law was fitted on. Give the whole schedule (its max_duration, or every row).')
     if not 1.0 / _LR_RATIO <= ratio <= _LR_RATIO:
         fail(f'{source}: its peak LR {schedule.peak:.4g} is {ratio:.3g}x the fitted runs\' {law.lr_ref:.4g}. A '
              f'multiplier given instead of an LR, or an LR in another unit? Give the LR itself (optimizer.lr times '
@@ -112,6 +150,7 @@ def check_schedule(law: LossLaw, schedule: LRSchedule, source: str, tokens_per_s
                     'not know how the loss depends on it (a 1.5x or 2x peak gave errors of 5-8%% on real curves, '
                     'outside the interval): fit it on runs at this peak LR, or give the fitted runs\' LR.', source,
                     schedule.peak, ratio, law.lr_ref)
+    _check_units(law, schedule, source)
     longest = max((run.final_step for run in law.runs), default=schedule.n)
     if schedule.n > MAX_EXTRAPOLATION * longest:
         fail(f'{source}: the schedule runs to step {schedule.n}, {schedule.n / longest:.0f}x the longest fitted run '
@@ -164,4 +203,8 @@ def predict(law: LossLaw, schedule: LRSchedule, steps: Optional[np.ndarray] = No
     sigma_boot = boot.std(axis=0) if boot.size else np.zeros_like(center)
     sigma_jack = _spread(jack) if jack.size else np.zeros_like(center)
     half = norm.ppf(0.5 + law.interval / 2.0) * np.sqrt(sigma_boot**2 + sigma_jack**2)
-    return Prediction(steps, center, center - half, center + half, law.interval)
+    if half[-1] > _WIDE * abs(center[-1]):
+        log.warning('%s: the final loss\'s interval is +-%.0f%% of it: the fitted runs do not pin the law down for '
+                    'this schedule (see the misfit and bounds `loss-law fit` printed); do not rely on it.', source,
+                    100 * half[-1] / abs(center[-1]))
+    return Prediction(steps, center, np.maximum(center - half, 0.0), center + half, law.interval)  # a loss is >= 0

@@ -206,7 +206,8 @@ def join_branches(runs: Sequence[Run]) -> list[Run]:
     for i in sorted(range(len(runs)), key=lambda i: runs[i].own_start):
         run = runs[i]
         start = run.own_start
-        main = find_main(start, float(run.lrs[0]), list(joined.values()))
+        late = starts_late(run.lr_steps)  # a run logged from its first interval on is no branch
+        main = find_main(start, float(run.lrs[0]), list(joined.values())) if late else None
         if main is not None:
             before = main.lr_steps < start
             run = Run(run.name, run.source, run.loss_steps, run.losses,
@@ -217,7 +218,7 @@ def join_branches(runs: Sequence[Run]) -> list[Run]:
             log.info('%s: its LR is logged from step %d; joined to %s for the steps before.', run.name, start,
                      main.name)
         elif start > 1:
-            (log.warning if starts_late(run.lr_steps) else log.info)(
+            (log.warning if late else log.info)(
                 '%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0. If it branched off '
                 'another run, give that run too (it is joined where its LR matches), else the fit may be poor.',
                 run.name, start)

@@ -7,6 +7,13 @@ start, and it predicts the left-out run's losses from its decay on (the mean abs
 over the left-out runs, scores the candidate). Candidates: the end of each run's warmup (the default start) and
 1/4, 1/2 and 3/4 of the step where the earliest decay begins. Two runs with a decay are needed (one to leave out,
 one to fit the decay term); with fewer the default start is kept.
+
+**Runs without a warmup.** The default start is each run's warmup end. When no run logs one (its LR at the peak
+from its first logged step on), that would fit the first steps, where the loss falls from its initial value
+(about the log of the vocabulary size) in a transient that no law in the LR area describes: a fit from there
+misses the rest of the run by 20-30% on real curves. :func:`default_fit_from` then starts the fit where
+cross-validation puts it (as above) or, with fewer than two runs that decay, at ``NO_WARMUP_START`` of the
+shortest run, about a warmup's length in LLM training.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from foundry_ext.core.errors import ConfigError
 from foundry_ext.loss_law.fit import MIN_DECAY
 from foundry_ext.loss_law.from_runs import fit_runs
 from foundry_ext.loss_law.predict import predict
-from foundry_ext.loss_law.runs import Run
+from foundry_ext.loss_law.runs import Run, starts_late
 
 log = logging.getLogger(__name__)
 
-__all__ = ['FRACTIONS', 'choose_fit_from', 'decay_start']
+__all__ = ['FRACTIONS', 'NO_WARMUP_START', 'choose_fit_from', 'decay_start', 'default_fit_from', 'logs_warmup']
 
 FRACTIONS = (0.25, 0.5, 0.75)
+NO_WARMUP_START = 0.03  # of the shortest run, for runs without a warmup and fewer than two decays
 
 
 def decay_start(run: Run) -> Optional[int]:
@@ -74,3 +82,25 @@ def choose_fit_from(runs: Sequence[Run], law_name: str = 'multi-power',
              'warmup end = None', ', '.join(f'{k}: {v:.3%}' for k, v in scores.items()),
              'the warmup end' if best is None else f'step {best}')
     return best, scores
+
+
+def logs_warmup(run: Run) -> bool:
+    """Whether the run's LR shows a warmup: its peak comes after its first logged LR, or its LR is first logged
+    late (a warmup is then assumed before it)."""
+    return run.schedule().peak_step > run.lr_steps[0] or starts_late(run.lr_steps)
+
+
+def default_fit_from(runs: Sequence[Run], law_name: str = 'multi-power', max_points: int = 256) -> Optional[int]:
+    """Where ``loss-law fit`` starts without ``--fit-from``: None (each run's warmup end) if any run logs a warmup,
+    else past the initial transient (see the module docstring)."""
+    if any(logs_warmup(run) for run in runs):
+        return None
+    start, scores = choose_fit_from(runs, law_name, max_points)
+    how = 'chosen by cross-validation over the runs that decay'
+    if start is None and not scores:
+        start = max(int(NO_WARMUP_START * min(run.final_step for run in runs)), 1)
+        how = f'{NO_WARMUP_START:.0%} of the shortest run, about a warmup\'s length'
+    log.warning('No run logs a warmup (the LR is at its peak from the first logged step): the first steps are a '
+                'transient that no loss law describes, so the fit starts at %s (%s). Give --fit-from to choose '
+                'another step.', 'step 1' if start is None else f'step {start}', how)
+    return start

@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -110,18 +111,26 @@ def test_law_file_round_trip_and_refusals(tmp_path, small_law):
         read_law(tmp_path / 'text.json')
 
 
-@pytest.mark.parametrize('factor,steps,tokens,message', [
-    (1000.0, 5000, None, r'peak LR .* 1e\+03x the fitted runs'),
-    (1.0, 200_000, None, 'Are its steps tokens or samples'),
-    (1.0, 5000, 4096, 'tokens per step, but the law was fitted on runs of 2048'),
+@pytest.mark.parametrize('factor,steps,warmup,tokens,message', [
+    (1000.0, 5000, 100, None, r'peak LR .* 1e\+03x the fitted runs'),
+    (1.0, 200_000, 100, None, 'Are its steps tokens or samples'),
+    (1.0, 5000, 100, 4096, 'tokens per step, but the law was fitted on runs of 2048'),
+    # samples for batches: warmup and length both 16x (the length alone is only warned about)
+    (1.0, 80_000, 1600, None, r'its warmup ends at step 1600 and it runs to step 80000: 16x and 16x .* tokens or samples'),
+    (1.0, 90, 10, None, r'ends at step 90, before the first fitted loss \(step 10\d\).* tokens or samples'),
+    (1.0, 5, 100, None, 'its LR still rises at its last step .* ends inside its warmup'),
 ])
-def test_schedules_in_other_units_are_refused(small_law, factor, steps, tokens, message):
+def test_schedules_in_other_units_are_refused(small_law, factor, steps, warmup, tokens, message):
     small_law.tokens_per_step = 2048
     try:
         with pytest.raises(ConfigError, match=message):
-            predict(small_law, LRSchedule(wsd_lr(steps, None) * factor), tokens_per_step=tokens)
+            predict(small_law, LRSchedule(wsd_lr(steps, None, warmup) * factor), tokens_per_step=tokens)
     finally:
         small_law.tokens_per_step = None
+
+
+def test_a_longer_schedule_with_a_longer_warmup_is_predicted(small_law):
+    assert np.isfinite(predict(small_law, LRSchedule(wsd_lr(30_000, 25_000, 600))).final_loss)  # 6x both
 
 
 def test_steps_counted_in_tokens_are_refused_before_any_per_step_array(tmp_path):
@@ -152,3 +161,15 @@ def test_a_fit_names_parameters_left_on_a_bound(tmp_path):
     momentum.law, momentum.params = 'momentum', {'L0': 2.0, 'A': 5.0, 'alpha': 0.3, 'C': 1e-3, 'lambda': 0.0}
     momentum.param_std = dict.fromkeys(momentum.params, 0.0)
     assert 'at a bound of the fit: lambda=0.' in format_fit(momentum, str(law_path))  # log tau at 0: tau = 1
+
+
+def test_an_interval_wider_than_the_loss_is_warned_about_and_stays_positive(small_law, caplog):
+    wild = copy.deepcopy(small_law)
+    l0 = wild.model.names.index('L0')
+    for i, sample in enumerate(wild.samples):
+        sample[l0] *= 1.0 + (-1.0)**i * 0.9  # bootstrap replicates 10% to 190% of L0
+    pred = predict(wild, LRSchedule(wsd_lr(5000, 4000)))
+    assert pred.lower.min() >= 0.0 and 'interval is +-' in caplog.text and 'do not rely on it' in caplog.text
+    caplog.clear()
+    predict(small_law, LRSchedule(wsd_lr(5000, 4000)))
+    assert 'interval is +-' not in caplog.text
