@@ -173,3 +173,11 @@ def test_an_interval_wider_than_the_loss_is_warned_about_and_stays_positive(smal
     caplog.clear()
     predict(small_law, LRSchedule(wsd_lr(5000, 4000)))
     assert 'interval is +-' not in caplog.text
+
+
+def test_runs_logged_from_their_first_interval_are_not_joined_as_branches():
+    a, b = synthetic_run('a', wsd_lr(3000, None)), synthetic_run('b', wsd_lr(3000, 2000))
+    a.lr_steps, a.lrs = np.concatenate([[0.0], a.lr_steps]), np.concatenate([[0.0], a.lrs])  # 'a' from step 0
+    assert [r.joined_to for r in join_branches([a, b])] == [None, None]
+    branch = synthetic_run('c', wsd_lr(3000, 2000), start=2000)
+    assert join_branches([a, branch])[1].joined_to == 'a'
