@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Optional, Union
 
 import numpy as np
@@ -33,7 +33,7 @@ from foundry_ext.collapse.reference import ReferenceCurve, default_fit_start, fi
 from foundry_ext.collapse.schedule import LRSchedule
 from foundry_ext.core.config import load_train_config
 from foundry_ext.core.errors import ConfigError, fail
-from foundry_ext.core.metric_names import LOSS_KEY
+from foundry_ext.core.metric_names import LOSS_KEY, find_loss_key
 from foundry_ext.core.metrics_io import CONFIG_NAME, METRICS_NAME, Series, lr_series, resolve_run
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,11 @@ def load_run(path: Union[str, Path], total_steps: Optional[int] = None, loss_key
     metrics = source.read()
     where = source.label
     if loss_key not in metrics:
-        fail(f'{where} has no metric {loss_key!r}; it has {sorted(metrics)}.')
+        alias = find_loss_key(metrics) if loss_key == LOSS_KEY else None
+        if alias is None:
+            fail(f'{where} has no metric {loss_key!r}; it has {sorted(metrics)}. Name the loss with --loss-key.')
+        log.info('%s has no %r; using its %r column as the loss.', where, loss_key, alias)
+        loss_key = alias
     steps, losses = metrics[loss_key]
     finite = np.isfinite(losses)
     if not finite.all():
@@ -183,14 +187,19 @@ def load_run(path: Union[str, Path], total_steps: Optional[int] = None, loss_key
     json_path = _run_json(source.path) if source.path is not None else None
     if json_path is not None:
         run_file = read_run_json(json_path)
-    if total_steps is None:
-        total_steps = next((t for t in (run_file and run_file.total_steps, budget and budget.total_steps) if t), None)
+    origin = '--total-steps'
+    if total_steps is None and run_file is not None and run_file.total_steps:
+        total_steps, origin = run_file.total_steps, f'{json_path} (total_steps, or tokens / batch_tokens)'
+    if total_steps is None and budget is not None and budget.total_steps:
+        total_steps, origin = budget.total_steps, f'{config_path} (max_duration)'
     if total_steps is None:
         total_steps = int(steps[-1]) + 1
         log.info('%s: no %s or %s giving T, so T = last logged step + 1 = %d (assumes the run finished).',
                  where, RUN_JSON, CONFIG_NAME, total_steps)
     if steps[-1] > total_steps:  # an eval loss after the last batch is logged at step T itself
-        fail(f'{where} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps}.')
+        fail(f'{where} logs {loss_key} at step {int(steps[-1])}, beyond T={total_steps} from {origin}. T counts '
+             f'optimizer steps, as the metrics\' steps do: fix it there (tokens and batch_tokens in the same unit, '
+             f'or total_steps), or give --total-steps.')
     controls = run_file.controls if run_file is not None else (budget.controls if budget is not None else None)
     return CollapseRun(name=source.name, curve=LossCurve(steps.astype(float), losses, int(total_steps)),
                        lr=lr_series(metrics), budget=budget, controls=controls)

@@ -163,11 +163,12 @@ def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, tota
     A size-aware reference is first specialized to the run's controls (from ``config.yaml`` or ``run.json``).
     """
     from foundry_ext.collapse.curves import smooth_curve
-    from foundry_ext.collapse.prediction import (ALIGN_WINDOW, collapse_residual, final_window_losses,
-                                                 predict_final_loss)
+    from foundry_ext.collapse.prediction import ALIGN_WINDOW, collapse_residual, final_window_losses, predict_final_loss
     from foundry_ext.collapse.reference import ReferenceCurve
     from foundry_ext.collapse.runs import load_run
 
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        fail(f'--fraction={fraction:g} must be in (0, 1]: the share of training to predict from, e.g. 0.2.')
     report = Report()
     family = ReferenceCurve.from_file(ref_path)
     run = load_run(run_path, total_steps, loss_key, tracking_uri)

@@ -10,10 +10,10 @@ import matplotlib.image as mpimg
 import pytest
 from typer.testing import CliRunner
 
+from foundry_ext.cli.main import app
 from foundry_ext.collapse.curves import smooth_curve
 from foundry_ext.collapse.prediction import final_window_losses, predict_final_loss
 from foundry_ext.collapse.reference import ReferenceCurve
-from foundry_ext.cli.main import app
 from foundry_ext.core.metric_names import EVAL_CROSS_ENTROPY
 from scripts.experiments.collapse_family import BASE_YAML, REPO
 from tests.collapse_family_runs import SPEC, reference_family
@@ -156,3 +156,6 @@ def test_fit_and_predict_runs_of_another_trainer_from_their_run_json(tmp_path):
     result = _invoke('predict', big, '--ref', str(out), '--fraction', '0.01', '--loss-key', EVAL_CROSS_ENTROPY)
     assert result.exit_code == 2 and 'need at least 2 logged points' in result.output
     assert 'use a fraction of at least that' in result.output
+    for bad in ('1.5', '0', '-0.1'):
+        result = _invoke('predict', big, '--ref', str(out), '--fraction', bad, '--loss-key', EVAL_CROSS_ENTROPY)
+        assert result.exit_code == 2 and 'must be in (0, 1]' in result.output, result.output

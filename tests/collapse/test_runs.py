@@ -76,3 +76,20 @@ def test_an_export_of_another_trainer_names_its_step_and_lr_its_own_way(tmp_path
     run = load_run(tmp_path / 'export.csv', loss_key='val/loss')
     assert run.finished and run.total_steps == 1000 and len(run.curve.steps) == 100
     assert run.schedule()(0.05) == pytest.approx(1.0, abs=0.02)
+
+
+def test_a_loss_column_is_read_by_default_and_a_t_beyond_the_steps_names_where_t_came_from(tmp_path):
+    lines = (SMALL / 'metrics.csv').read_text().splitlines()
+    header = lines[0].split(',')
+    column = header.index(EVAL_CROSS_ENTROPY)
+    rows = [line.split(',') for line in lines[1:]]
+    text = 'step,loss\n' + ''.join(f'{r[header.index("step")]},{r[column]}\n' for r in rows if r[column])
+    (tmp_path / 'metrics.csv').write_text(text)
+    shutil.copy(SMALL / 'run.json', tmp_path / 'run.json')
+    run = load_run(tmp_path)  # no loss/train/total: its 'loss' column
+    assert run.total_steps == 7000 and run.curve.losses.size == len(text.splitlines()) - 1
+    with pytest.raises(ConfigError, match="no metric 'val'.* Name the loss with --loss-key"):
+        load_run(tmp_path, loss_key='val')
+    (tmp_path / 'run.json').write_text(json.dumps({'params': 1e6, 'tokens': 20 * 102_400, 'batch_tokens': 102_400}))
+    with pytest.raises(ConfigError, match=r'beyond T=20 from .*run\.json \(total_steps, or tokens / batch_tokens\)'):
+        load_run(tmp_path)
