@@ -1,7 +1,8 @@
 """Any folder of runs: fit the loss law on some of them, predict the final loss of every other one.
 
 For curves that cannot be vendored (no licence) or that a user brings: every ``*.csv`` / ``*.jsonl`` in ``--data``
-is a run (step, loss and LR columns, as ``foundry-ext loss-law fit`` reads them). The law is fitted on the runs
+is a run (step, loss and LR columns, as ``foundry-ext loss-law fit`` reads them; a branch holding only its own
+steps is joined to the fitted run it left). The law is fitted on the runs
 named by ``--fit`` exactly as ``loss-law fit`` fits without options (so runs without a warmup are fitted past their
 transient), and predicts every other run's final loss: the mean loss over the last 0.5% of its steps (per-step
 training losses are noisy). The naive baseline needs no law: the fitted runs' mean final loss, times the ratio of
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = set(args.fit) - {p.stem for p in files}
     if missing:
         raise SystemExit(f'--fit names runs not in {args.data}: {sorted(missing)}')
-    fitted = load_runs([p for p in files if p.stem in args.fit])
+    fit_paths = [p for p in files if p.stem in args.fit]
+    fitted = load_runs(fit_paths)
     law = fit_runs(fitted, args.law, fit_from=default_fit_from(fitted, args.law))
     constant = [r for r in fitted if decay_start(r) is None]
     slope = _slope(constant[0]) if constant else 0.0
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         if path.stem in args.fit:
             continue
-        run = load_runs([path])[0]
+        run = load_runs([*fit_paths, path])[-1]  # a branch is joined to the fitted run it left
         step, measured = float(run.loss_steps[-1]), _final(run)
         pred = predict(law, run.schedule(), steps=np.array([step]), source=path.name)
         lo, hi = pred.final_interval
