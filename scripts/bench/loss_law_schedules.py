@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--data', required=True, help='folder of run files (*.csv, *.jsonl)')
     parser.add_argument('--fit', nargs='+', required=True, help='names (file stems) of the runs to fit on')
     parser.add_argument('--law', default='multi-power', choices=('multi-power', 'momentum'))
+    parser.add_argument('--loss-key', default=None, help="loss column (default: loss-law fit's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     files = sorted(p for p in Path(args.data).iterdir() if p.suffix in ('.csv', '.jsonl'))
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f'--fit names runs not in {args.data}: {sorted(missing)}')
     fit_paths = [p for p in files if p.stem in args.fit]
-    fitted = load_runs(fit_paths)
+    fitted = load_runs(fit_paths, args.loss_key)
     law = fit_runs(fitted, args.law, fit_from=default_fit_from(fitted, args.law))
     constant = [r for r in fitted if decay_start(r) is None]
     slope = _slope(constant[0]) if constant else 0.0
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         if path.stem in args.fit:
             continue
-        run = load_runs([*fit_paths, path])[-1]  # a branch is joined to the fitted run it left
+        run = load_runs([*fit_paths, path], args.loss_key)[-1]  # a branch is joined to the fitted run it left
         step, measured = float(run.loss_steps[-1]), _final(run)
         pred = predict(law, run.schedule(), steps=np.array([step]), source=path.name)
         lo, hi = pred.final_interval
