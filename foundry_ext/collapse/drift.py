@@ -14,7 +14,8 @@ kernel-weighted mean (Nadaraya-Watson)
     w_r = \\exp\\Big(-\\tfrac12 \\sum_k \\big(\\tfrac{\\log x_{rk} - \\log x_k}{h_k}\\big)^2\\Big)
 
 over the controls ``k`` (``tau``, TPP, parameters) that differ between the reference runs. The reference for
-that run is :math:`\\hat\\ell(\\hat t) e^{\\delta(\\hat t; x)}`: the runs with the nearest controls weigh most,
+that run is :math:`\\hat\\ell(\\hat t) e^{\\delta(\\hat t; x) - \\delta(1; x)}` (so that it ends at 1; see
+:meth:`foundry_ext.collapse.reference.ReferenceCurve.for_controls`): the runs with the nearest controls weigh most,
 and beyond the range of the reference runs the nearest ones decide. The band is the leave-one-out error of this
 interpolation: how far each reference run lies from what the others predict for its controls.
 """

@@ -82,8 +82,8 @@ class ReferenceCurve:
             with (:func:`smooth_curve`); smooth monitored runs the same way.
         drift (ShapeDrift, optional): For reference runs whose controls differ (a size-aware reference), each
             run's deviation from the collapsed curve (:mod:`foundry_ext.collapse.drift`).
-        correction (tuple[float, ...]): The deviation applied for one run's controls, on ``drift.grid``
-            (:meth:`for_controls`); empty for the collapsed curve itself.
+        correction (tuple[float, ...]): The deviation applied for one run's controls, zero at ``t/T = 1``, on
+            ``drift.grid`` (:meth:`for_controls`); empty for the collapsed curve itself.
     """
 
     m: float
@@ -113,11 +113,21 @@ class ReferenceCurve:
 
     def for_controls(self, controls: Optional[Controls]) -> 'ReferenceCurve':
         """The reference for a run with ``controls``: the collapsed curve bent toward the reference runs with the
-        nearest controls (:mod:`foundry_ext.collapse.drift`); the collapsed curve itself when the reference runs
-        share their controls. Unknown controls weigh every reference run alike."""
+        nearest controls (:mod:`foundry_ext.collapse.drift`), rescaled so that :math:`\\hat\\ell(1) = 1`:
+
+        .. math::
+
+            \\hat\\ell_x(\\hat t) = \\hat\\ell(\\hat t)\\,e^{\\delta(\\hat t; x) - \\delta(1; x)}
+
+        (a reference run normalized by its fitted ``L(T)`` need not end at 1: its deviation at ``t/T = 1`` is the
+        collapsed curve's misfit of its end). The collapsed curve itself when the reference runs share their controls.
+        Unknown controls weigh every reference run alike."""
         if self.drift is None:
             return self
-        return dataclasses.replace(self, correction=tuple(float(v) for v in self.drift.correction(controls)))
+        # ell_hat(1) = 1, as for the collapsed curve: the L(T) a prediction divides by is then the loss at T.
+        delta = self.drift.correction(controls)
+        delta = delta - np.interp(1.0, self.drift.grid, delta)
+        return dataclasses.replace(self, correction=tuple(float(v) for v in delta))
 
     def weights(self, controls: Optional[Controls]) -> list[float]:
         """How much each reference run weighs for a run with ``controls`` (empty without a drift)."""

@@ -116,7 +116,7 @@ def fit(runs: Sequence[str], out: str, smooth: Optional[int] = None, fit_start: 
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(ref.to_json())
     for run in loaded:
-        # The L(T) each run was normalized by: aligned over its whole curve ('fit'), or its tail line.
+        # Its L(T): its whole curve aligned with the reference for its controls ('fit'), or its tail line.
         final = (predict_final_loss(*smooth_curve(run.curve.steps, run.curve.losses, ref.smoothing), run.total_steps,
                                     ref.for_controls(run.controls), window=None).final_loss
                  if final_loss == 'fit' else run.final_loss())

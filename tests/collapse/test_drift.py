@@ -61,3 +61,15 @@ def test_runs_with_the_same_controls_keep_the_collapsed_curve():
     runs = [_run(1e8, final) for final in (3.0, 2.9)]
     ref = fit_reference([r for r, _ in runs], D2Z, controls=[c for _, c in runs])
     assert ref.drift is None and ref.for_controls(Controls(params=5e8)) is ref
+
+
+def test_with_fitted_final_losses_the_predicted_final_loss_is_the_loss_at_T():
+    # Normalized by their fitted scale (the CLI's default), the tilted runs do not end at 1: the collapsed curve
+    # misfits their ends. The reference for a run's controls still ends at 1, so L(T) is the loss at T (2.5), not
+    # that scale (0.7% lower here).
+    runs = [_run(n) for n in (3e7, 6e7, 1.2e8, 2.4e8)]
+    ref = fit_reference([r for r, _ in runs], D2Z, controls=[c for _, c in runs], final_loss='fit')
+    target, controls = _run(1.7e8, final=2.5)
+    own = ref.for_controls(controls)
+    assert own(np.array([1.0]))[0] == pytest.approx(1.0)
+    assert predict_final_loss(*target, own).final_loss == pytest.approx(2.5, rel=5e-4)  # from its last 3%
