@@ -400,17 +400,16 @@ class LossSpikeMonitor(Callback):
         if all(flag == _ROLLBACK for flag in decisions) and self._rollback is not None and \
                 self._rollback.decide(state, logger, rollbacks[0], self._batches):
             return
-        stops = acts
         # Rank 0 explains the stop; another rank only when rank 0 did not decide it.
-        if stops and (rank == 0 or 0 not in deciders):
-            for record in stops:
+        if acts and (rank == 0 or 0 not in deciders):
+            for record in acts:
                 log.error('%s: STOPPING TRAINING after step %d: %s event on %s, onset step %d, peak loss %s at '
                           'step %d, baseline %s (actions.%s = %s). Last checkpoint before the onset: %s. Roll '
                           'back to it and skip the data around the onset to continue.', WHERE, step,
                           record['kind'], record['stream'], record['onset_step'], _short(record['peak_loss']),
                           record['peak_step'], _short(record['baseline_loss']), record['kind'],
                           self.actions[record['kind']], record['checkpoint_before_onset'])
-        if rank == 0 and not stops:
+        if rank == 0 and not acts:
             log.error('%s: STOPPING TRAINING after step %d because rank(s) %s decided to (their logs say why). The '
                       'ranks disagree, so their losses or settings differ.', WHERE, step, deciders)
         state.stop_training()

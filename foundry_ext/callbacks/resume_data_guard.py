@@ -38,13 +38,13 @@ from composer.loggers import Logger
 from composer.utils import dist
 from streaming import StreamingDataset
 
+from foundry_ext.callbacks.spike_rollback import rollbacks_of
 from foundry_ext.core.checkpoint_state import pack_state, unpack_state
-from foundry_ext.core.composer_private import local_save_folder, streaming_train_dataset
+from foundry_ext.core.composer_private import streaming_train_dataset
 from foundry_ext.core.errors import ConfigError, choice, fraction, whole
 from foundry_ext.core.lifecycle import RunLifecycle
 from foundry_ext.core.metric_names import RESUME_DATA_GUARD_PREFIX
 from foundry_ext.data.fingerprints import find_batch_tensor, row_fingerprints
-from foundry_ext.spikes.rollback import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -392,15 +392,8 @@ class ResumeDataGuard(Callback):
 
 def _rollback_made_now(state: State, now: tuple[int, int, int]) -> Optional[dict[str, Any]]:
     """The ``loss_spike_monitor`` rollback whose data skip put the run at ``now`` (epoch, batch, sample in epoch)
-    at this load, from ``<save_folder>/rollbacks.json`` as global rank 0 reads it; None if there is none."""
-    folder = local_save_folder(state)
-    found: list[Optional[dict[str, Any]]] = [None]
-    if folder is not None and dist.get_global_rank() == 0:
-        for entry in read_manifest(folder):
-            skip = entry['skip']
-            if (entry['checkpoint']['batch'] == int(state.timestamp.batch) and skip['epoch'] == now[0] and
-                    (skip['batches'][1], skip['samples'][1]) == now[1:]):
-                found[0] = entry
-    if dist.get_world_size() > 1:
-        dist.broadcast_object_list(found, src=0)
-    return found[0]
+    at this load, from ``<save_folder>/rollbacks.json``; None if there is none."""
+    batch = int(state.timestamp.batch)
+    return next((entry for entry in rollbacks_of(state)
+                 if entry['checkpoint']['batch'] == batch and entry['skip']['epoch'] == now[0] and
+                 (entry['skip']['batches'][1], entry['skip']['samples'][1]) == now[1:]), None)

@@ -44,7 +44,7 @@ from foundry_ext.spikes.rollback import (APPLIED, MANIFEST, PENDING, ROLLED_BACK
 
 log = logging.getLogger(__name__)
 
-__all__ = ['SpikeRollback']
+__all__ = ['SpikeRollback', 'rollbacks_of']
 
 
 class SpikeRollback:
@@ -81,8 +81,8 @@ class SpikeRollback:
         assert saver is not None, 'checkpoint_names found it'
         interval = checkpoint_interval(saver)
         if interval is None or interval.unit != TimeUnit.BATCH:
-            fail(f'save_interval={"a function" if interval is None else interval}: the action rollback of {self.where} needs checkpoints at a fixed '
-                 f'interval of batches, to find one saved {self.settings.steps_before_onset} steps before an onset. '
+            fail(f'save_interval={"a function" if interval is None else interval}: the action rollback of '
+                 f'{self.where} needs checkpoints at a fixed interval of batches, to find one saved {self.settings.steps_before_onset} steps before an onset. '
                  f'Set save_interval in batches, e.g. {self.settings.steps_before_onset}ba.')
         keep = saver.num_checkpoints_to_keep
         needed = checkpoints_to_keep(int(interval.value), self.settings.steps_before_onset, decision_delay)
@@ -124,7 +124,7 @@ class SpikeRollback:
             batches (Mapping): Per recent step, this rank's fingerprints of the batch (or None).
         """
         onset, settings = record['onset_step'], self.settings
-        done = self.done(state)
+        done = rollbacks_of(state)
         chosen = self.checkpoint_for(state, onset) if len(done) < settings.max_rollbacks else None
         if chosen is None:
             record['action'] = 'stop'
@@ -164,11 +164,6 @@ class SpikeRollback:
                       f'{EXIT_ROLLBACK}: relaunch the same command.')
         exit_every_rank(EXIT_ROLLBACK)
 
-    def done(self, state: State) -> list[dict[str, Any]]:
-        """Every rollback of the run so far (the manifest), on every rank."""
-        folder = local_save_folder(state)
-        return on_rank_zero(lambda: read_manifest(folder))
-
     def record(self, state: State, logger: Logger, entry: dict[str, Any]) -> None:
         """Adds the decided rollback to the manifest (``pending``), logs it, and waits until it is on disk."""
         folder = local_save_folder(state)
@@ -197,7 +192,7 @@ class SpikeRollback:
         folder = local_save_folder(state)
         if folder is None:
             return
-        entries = on_rank_zero(lambda: read_manifest(folder))
+        entries = rollbacks_of(state)
         loaded = int(state.timestamp.batch) if state.load_path is not None else -1
         todo = entries_to_apply(entries, [entry['index'] for entry in self.made], loaded,
                                 os.path.join(folder, MANIFEST))
@@ -239,6 +234,13 @@ class SpikeRollback:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.made = [dict(entry) for entry in state.get('made', [])]
         self.first_step = int(state.get('first_step', 0))
+
+
+def rollbacks_of(state: State) -> list[dict[str, Any]]:
+    """Every rollback of the run so far (``<save_folder>/rollbacks.json`` as global rank 0 reads it), on every rank;
+    ``[]`` without a local save folder."""
+    folder = local_save_folder(state)
+    return [] if folder is None else on_rank_zero(lambda: read_manifest(folder))
 
 
 def _dataset_type(state: State) -> str:

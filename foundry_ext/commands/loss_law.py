@@ -55,7 +55,8 @@ def fit(runs: Sequence[str], out: str, loss_key: Optional[str] = None, lr_key: O
     """Fits a law on runs and writes it to ``out``; see :func:`~foundry_ext.loss_law.from_runs.fit_runs`.
 
     ``fit_from`` is a step, ``auto`` (chosen by cross-validation, :mod:`foundry_ext.loss_law.select`) or None (each
-    run's warmup end; past the initial transient when no run logs a warmup). ``tracking_uri`` is the MLflow tracking store of runs given as MLflow runs.
+    run's warmup end; past the initial transient when no run logs a warmup). ``tracking_uri`` is the MLflow
+    tracking store of runs given as MLflow runs.
     """
     choice(law, '--law', list(LAWS))
     if fit_from is not None and fit_from != 'auto' and not str(fit_from).isdigit():

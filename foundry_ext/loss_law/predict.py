@@ -123,13 +123,13 @@ def _check_units(law: LossLaw, schedule: LRSchedule, source: str) -> None:
     warmups = [_warmup_end(run.knots) for run in law.runs if run.knots]
     if not warmups or min(warmups) <= 0 or schedule.peak_step <= 0:
         return  # no warmup on one side: nothing to compare
-    length = schedule.n / max(run.final_step for run in law.runs)
-    warmup = schedule.peak_step / float(np.median(warmups))
+    longest, median_warmup = max(run.final_step for run in law.runs), float(np.median(warmups))
+    length, warmup = schedule.n / longest, schedule.peak_step / median_warmup
     if min(length, warmup) >= _UNIT_RATIO or max(length, warmup) <= 1.0 / _UNIT_RATIO:
         fail(f'{source}: its warmup ends at step {schedule.peak_step} and it runs to step {schedule.n}: '
-             f'{warmup:.3g}x and {length:.3g}x the fitted runs\' ({np.median(warmups):.0f} and '
-             f'{max(run.final_step for run in law.runs)} steps). {fix} (A schedule really that much longer or shorter '
-             f'is beyond what this law was fitted on: fit runs closer to it.)')
+             f'{warmup:.3g}x and {length:.3g}x the fitted runs\' ({median_warmup:.0f} and {longest} steps). {fix} (A '
+             f'schedule really that much longer or shorter is beyond what this law was fitted on: fit runs closer '
+             f'to it.)')
 
 
 def check_schedule(law: LossLaw, schedule: LRSchedule, source: str, tokens_per_step: Optional[int] = None) -> None:
