@@ -99,7 +99,7 @@ def format_fit(law: LossLaw, out: str) -> str:
     for run in law.runs:
         joined = f', LR before step {run.first_step} from {run.joined_to}' if run.joined_to else ''
         lines.append(f'  {run.name}: {run.points} points from step {run.first_step} to {run.final_step}{joined}; '
-                     f'RMS relative misfit {run.rel_rmse:.3%}')
+                     f'RMS relative misfit {run.rel_rmse:.3%} ({run.trend_rmse:.3%} after smoothing out the noise)')
     poor = [run.name for run in law.runs if run.rel_rmse > _POOR_MISFIT]
     if poor:
         lines.append(f'  misfit above {_POOR_MISFIT:.0%} ({", ".join(poor)}): the law does not describe these runs '
@@ -114,7 +114,8 @@ def format_fit(law: LossLaw, out: str) -> str:
                      'add a run that decays (a branch) to predict decays.')
     start = "the end of each run's warmup" if law.fit['fit_from'] is None else f'step {law.fit["fit_from"]}'
     lines.append(f'fitted from {start}; intervals: {law.interval:.0%}, from {law.fit["bootstrap"]} bootstrap and '
-                 f'{law.fit["jackknife"]} leave-one-run-out refits')
+                 f'{law.fit["jackknife"]} leave-one-run-out refits, the smoothed misfit, and the form error of decays '
+                 f'beyond the fitted ones')
     lines.append(f'wrote {out}')
     return '\n'.join(lines)
 

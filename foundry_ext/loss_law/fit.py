@@ -26,7 +26,9 @@ correlation), put back on the fitted curve, and the law is refitted from the fit
 parameters give each parameter's standard deviation and every prediction's interval. This measures how much the
 data the law saw, with its own misfit and noise, pins the parameters. :func:`jackknife` refits leaving out each
 run, which measures how much the law depends on which runs it saw. Neither measures how wrong the law's form is
-for every run alike (docs/loss_law.md reports the coverage measured on held-out runs).
+for every run alike; :func:`trend_misfit` measures it on the fitted runs, and
+:mod:`~foundry_ext.loss_law.predict` adds it, and the form error of decays beyond the fitted ones, to every
+interval.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['FitResult', 'FitRun', 'MIN_DECAY', 'fit_law', 'identifies_decay', 'jackknife', 'window_means']
+__all__ = [
+    'FitResult', 'FitRun', 'MIN_DECAY', 'fit_law', 'identifies_decay', 'jackknife', 'trend_misfit', 'window_means'
+]
 
 MIN_DECAY = 0.1  # of the peak LR: the least decay that identifies the decay term
 _MIN_POINTS_AFTER_DECAY = 3
@@ -119,6 +123,8 @@ class FitResult:
         fixed (dict[str, float]): Internal parameters held fixed, by name.
         huber_scale (float): :math:`\delta` of the Huber loss, in relative error.
         run_rmse (dict[str, float]): Root mean square relative residual of each run.
+        run_trend (dict[str, float]): The same of each run's relative residuals smoothed over a tenth of its windows
+            (:func:`trend_misfit`): the misfit that noise does not explain.
         n_points (int): Loss windows fitted.
     """
 
@@ -129,6 +135,7 @@ class FitResult:
     fixed: dict[str, float]
     huber_scale: float
     run_rmse: dict[str, float]
+    run_trend: dict[str, float]
     n_points: int
 
     @property
@@ -248,10 +255,24 @@ def fit_law(
             best_theta, best_cost = objective.theta(x), cost
     theta = best_theta
     fitted = [law.evaluate(theta, r.design) for r in runs]
-    run_rmse = {r.name: float(np.sqrt(np.mean(((p - r.losses) / r.losses)**2))) for r, p in zip(runs, fitted)}
+    relative = {r.name: p / r.losses - 1.0 for r, p in zip(runs, fitted)}
+    run_rmse = {name: float(np.sqrt(np.mean(res**2))) for name, res in relative.items()}
+    run_trend = {name: trend_misfit(res) for name, res in relative.items()}
     samples = _bootstrap(law, runs, free, theta, fitted, lower, upper, huber, n_boot, seed)
     return FitResult(law, theta, samples, decay_identified, {n: float(v) for n, v in fixed.items()}, huber, run_rmse,
-                     int(sum(r.steps.size for r in runs)))
+                     run_trend, int(sum(r.steps.size for r in runs)))
+
+
+def trend_misfit(relative: np.ndarray) -> float:
+    """Root mean square of relative residuals after a moving average over a tenth of them (at least 3).
+
+    Averaging removes the per-point noise; what is left is where the law's form bends away from the run, an error
+    no choice of its parameters removes and that its predictions of other schedules share.
+    """
+    relative = np.asarray(relative, dtype=float)
+    width = min(max(3, relative.size // 10), relative.size)
+    smoothed = np.convolve(relative, np.ones(width) / width, mode='valid')
+    return float(np.sqrt(np.mean(smoothed**2)))
 
 
 def jackknife(result: FitResult, runs: Sequence[FitRun]) -> np.ndarray:

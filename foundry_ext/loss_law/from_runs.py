@@ -113,7 +113,7 @@ def fit_runs(
     jack = run_jackknife(result, inputs) if jackknife else np.zeros((0, result.theta.size))
     fitted_runs = [
         FittedRun(run.name, run.source, int(fit.steps[0]), run.final_step, int(fit.steps.size),
-                  result.run_rmse[fit.name], run.joined_to, compress_knots(run.schedule()))
+                  result.run_rmse[fit.name], run.joined_to, compress_knots(run.schedule()), result.run_trend[fit.name])
         for run, fit in zip(runs, inputs)
     ]
     names = law.names

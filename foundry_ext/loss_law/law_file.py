@@ -39,6 +39,7 @@ class FittedRun:
     rel_rmse: float  # root mean square relative residual of the fit
     joined_to: Optional[str]
     knots: list[list[float]]  # [[step, lr], ...]: its per-step LR, linear between knots
+    trend_rmse: float = 0.0  # the same as rel_rmse after smoothing out the noise (fit.trend_misfit)
 
 
 @dataclass

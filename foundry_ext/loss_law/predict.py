@@ -4,14 +4,24 @@ r"""Predicting the loss curve of any LR schedule from a fitted law, with an inte
 
 .. math::
 
-    \hat L \pm z_{(1+q)/2} \sqrt{\sigma_{boot}^2 + \sigma_{jack}^2}
+    \hat L \pm z_{(1+q)/2} \sqrt{\sigma_{boot}^2 + \sigma_{jack}^2 + \hat L^2 (s^2 + \kappa^2 x^2)}
 
-with :math:`q` the law file's level (default 0.9), :math:`\sigma_{boot}` the standard deviation of the prediction
-over the block-bootstrap replicates (how much the fitted points' noise and misfit move it) and
-:math:`\sigma_{jack}^2 = \frac{m-1}{m}\sum_i (\hat L_{(i)} - \bar L)^2` over the :math:`m \ge 2` refits that each
-leave one run out (how much it depends on which runs were fitted: large when a schedule is far from all of them).
-It is an interval for the law's prediction, not for one noisy logged loss, and it cannot see an error of the
-law's form that every run shares (docs/loss_law.md reports how often it covered held-out runs).
+with :math:`q` the law file's level (default 0.9) and four terms:
+
+- :math:`\sigma_{boot}`, the standard deviation of the prediction over the block-bootstrap replicates (how much
+  the fitted points' noise and misfit move it);
+- :math:`\sigma_{jack}^2 = \frac{m-1}{m}\sum_i (\hat L_{(i)} - \bar L)^2` over the :math:`m \ge 2` refits that
+  each leave one run out (how much it depends on which runs were fitted);
+- :math:`s`, the largest trend misfit of a fitted run (:func:`~foundry_ext.loss_law.fit.trend_misfit`): the law
+  bends away from the runs it was fitted on by that much, and will not do better on others;
+- :math:`x = \max(0, d(t) - \max_j d_j)`, how far the schedule's decayed share of the LR area
+  (:meth:`~foundry_ext.loss_law.schedule.LRSchedule.decayed_share`) up to step :math:`t` goes beyond the largest of
+  the fitted runs', times ``KAPPA`` (:math:`\kappa`). The first two measure the parameters; neither sees an
+  error of the law's form, and the form errs most where it extrapolates a decay: fitted on short cooldowns, it
+  under-credits long ones by about :math:`\kappa x` of the loss on the 124M development curves (docs/loss_law.md
+  reports how often the interval covered held-out and unseen runs).
+
+It is an interval for the law's prediction, not for one noisy logged loss.
 
 **Checks before predicting** (each a :class:`~foundry_ext.core.errors.ConfigError` with the fix): a schedule that
 decays, from a law whose runs never decayed; a peak LR more than 10x off the fitted runs' (a multiplier given for
@@ -39,7 +49,7 @@ from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['MAX_EXTRAPOLATION', 'Prediction', 'check_schedule', 'curve_steps', 'predict']
+__all__ = ['KAPPA', 'MAX_EXTRAPOLATION', 'Prediction', 'check_schedule', 'curve_steps', 'form_error', 'predict']
 
 MAX_EXTRAPOLATION = 20.0  # schedule length / longest fitted run
 _WARN_EXTRAPOLATION = 4.0
@@ -47,6 +57,7 @@ _LR_RATIO = 10.0
 _LR_WARN = 1.1  # a peak LR this far off the fitted runs' gets a warning
 _WIDE = 0.25  # an interval half-width beyond this share of the prediction is warned about
 _UNIT_RATIO = 8.0  # a warmup and a length both this many times the fitted runs': steps in another unit
+KAPPA = 0.005  # relative form error per unit of decayed share beyond the fitted runs' (124M development set)
 
 
 @dataclass
@@ -177,6 +188,25 @@ def _spread(values: np.ndarray) -> np.ndarray:
     return np.sqrt((m - 1) / m * np.sum((values - values.mean(axis=0))**2, axis=0))
 
 
+def _fitted_decayed_share(law: LossLaw) -> float:
+    """The largest decayed share of the LR area (at its final step) of a fitted run, from its knots."""
+    shares = [0.0]
+    for run in law.runs:
+        knots = np.asarray(run.knots, dtype=float).reshape(-1, 2)
+        if knots.shape[0]:
+            schedule = LRSchedule.from_logged(knots[:, 0], knots[:, 1], end=run.final_step, source=run.name)
+            shares.append(float(schedule.decayed_share(np.array([schedule.n]))[0]))
+    return max(shares)
+
+
+def form_error(law: LossLaw, schedule: LRSchedule, steps: np.ndarray) -> np.ndarray:
+    """The relative error of the law's form expected at ``steps`` of ``schedule``: :math:`\sqrt{s^2+\kappa^2x^2}`
+    of the module docstring."""
+    trend = max((run.trend_rmse for run in law.runs), default=0.0)
+    beyond = np.maximum(schedule.decayed_share(steps) - _fitted_decayed_share(law), 0.0)
+    return np.sqrt(trend**2 + (KAPPA * beyond)**2)
+
+
 def predict(law: LossLaw, schedule: LRSchedule, steps: Optional[np.ndarray] = None, source: str = 'the schedule',
             tokens_per_step: Optional[int] = None) -> Prediction:
     """The law's loss curve for ``schedule`` (LRs in the fitted runs' units) with intervals.
@@ -202,7 +232,8 @@ def predict(law: LossLaw, schedule: LRSchedule, steps: Optional[np.ndarray] = No
         jack = np.array([curve(t) for t in law.replicate_thetas('jackknife')])
     sigma_boot = boot.std(axis=0) if boot.size else np.zeros_like(center)
     sigma_jack = _spread(jack) if jack.size else np.zeros_like(center)
-    half = norm.ppf(0.5 + law.interval / 2.0) * np.sqrt(sigma_boot**2 + sigma_jack**2)
+    sigma_form = np.abs(center) * form_error(law, schedule, steps)
+    half = norm.ppf(0.5 + law.interval / 2.0) * np.sqrt(sigma_boot**2 + sigma_jack**2 + sigma_form**2)
     if half[-1] > _WIDE * abs(center[-1]):
         log.warning('%s: the final loss\'s interval is +-%.0f%% of it: the fitted runs do not pin the law down for '
                     'this schedule (see the misfit and bounds `loss-law fit` printed); do not rely on it.', source,

@@ -95,6 +95,22 @@ class LRSchedule:
         """The largest LR."""
         return float(self.lr.max()) if self.n else 0.0
 
+    def decayed_share(self, steps: np.ndarray) -> np.ndarray:
+        r"""The share of the LR area at the peak given up by decaying, from the peak update :math:`p` to each step:
+
+        .. math::
+
+            d(t) = 1 - \frac{S(t) - S(p)}{(t - p)\,\eta_{max}}
+
+        0 at a constant LR (and at or before :math:`p`), 0.1 at the end of a linear cooldown to zero over the last
+        20%, 0.5 at the end of a linear or cosine decay to zero over the whole run.
+        """
+        steps = np.asarray(steps, dtype=float)
+        span = steps - self.peak_step
+        given_up = span * self.peak - (self.area(steps) - self.area(np.array([self.peak_step]))[0])
+        with np.errstate(invalid='ignore', divide='ignore'):
+            return np.where(span > 0, given_up / np.where(span > 0, span * self.peak, 1.0), 0.0)
+
     def after(self, prefix: 'LRSchedule', start: int) -> 'LRSchedule':
         """This schedule from update ``start`` on, with ``prefix``'s LRs before it (a branch joined to its main run)."""
         if prefix.n < start:

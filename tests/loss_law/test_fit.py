@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from foundry_ext.core.errors import ConfigError
+from foundry_ext.loss_law.fit import trend_misfit
 from foundry_ext.loss_law.from_runs import fit_runs
-from foundry_ext.loss_law.predict import predict
+from foundry_ext.loss_law.predict import KAPPA, form_error, predict
 from foundry_ext.loss_law.runs import join_branches
 from foundry_ext.loss_law.schedule import LRSchedule
 from tests.loss_law.helpers import TRUE, law_curve, synthetic_run, wsd_lr
@@ -40,6 +41,26 @@ def test_fit_recovers_the_law_and_predicts_held_out_cooldowns(wsd_law):
         assert abs(pred.final_loss / truth - 1) < 0.004
         lo, hi = pred.final_interval
         assert lo < pred.final_loss < hi and hi - lo < 0.05
+
+
+def test_trend_misfit_sees_a_bend_and_not_the_noise():
+    noise = 0.005 * np.random.default_rng(0).standard_normal(256)
+    bend = 0.005 * np.sin(np.linspace(0, 2 * np.pi, 256))
+    assert trend_misfit(noise) < 0.0015 < 0.003 < trend_misfit(noise + bend)
+
+
+def test_the_interval_widens_for_decays_beyond_the_fitted_ones(wsd_law):
+    # Fitted on cooldowns of 10% and 20% (decayed share 0.1): a 20% cooldown is no extrapolation, an 80% one
+    # (share 0.4) is, and the law's form error there enters the interval.
+    trend = max(run.trend_rmse for run in wsd_law.runs)
+    assert 0 < trend < 0.001  # synthetic runs of the law itself: the misfit is noise
+    end = np.array([float(N)])
+    short, long = (LRSchedule(wsd_lr(N, int(N * (1 - f)))) for f in (0.2, 0.8))
+    assert form_error(wsd_law, short, end)[0] == pytest.approx(trend, rel=0.05)
+    assert form_error(wsd_law, long, end)[0] == pytest.approx(np.hypot(trend, KAPPA * 0.3), rel=0.02)
+    pred = predict(wsd_law, long, steps=end)
+    lo, hi = pred.final_interval
+    assert (hi - lo) / 2 >= 1.64 * KAPPA * 0.3 * pred.final_loss
 
 
 def test_robust_to_loss_spikes():

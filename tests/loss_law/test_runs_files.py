@@ -98,7 +98,13 @@ def test_law_file_round_trip_and_refusals(tmp_path, small_law):
     assert again.params == small_law.params and again.runs[1].joined_to == 'a'
     schedule = LRSchedule(wsd_lr(5000, 3000))
     assert predict(again, schedule).final_loss == pytest.approx(predict(small_law, schedule).final_loss)
+    assert predict(again, schedule).final_interval == pytest.approx(predict(small_law, schedule).final_interval)
     data = json.loads(path.read_text())
+    older = copy.deepcopy(data)  # written before runs recorded their trend misfit: read, with none
+    for run in older['runs']:
+        del run['trend_rmse']
+    (tmp_path / 'older.json').write_text(json.dumps(older))
+    assert [run.trend_rmse for run in read_law(tmp_path / 'older.json').runs] == [0.0, 0.0]
     for change, message in [({'version': 99}, 'version 99; this foundry-ext reads version 1'),
                             ({'format': 'other'}, 'is not a loss-law file'),
                             ({'law': 'cubic'}, "unknown law 'cubic'"),

@@ -26,6 +26,18 @@ def test_knots_reproduce_the_schedule():
     assert len(compress_knots(LRSchedule(np.minimum(t / 100, 1.0)))) == 3  # warmup + constant: 3 knots
 
 
+def test_decayed_share_is_the_area_given_up_after_the_peak():
+    t = np.arange(10001, dtype=float)
+    warmup = np.minimum(t / 100, 1.0)
+    cooldown = LRSchedule(np.where(t >= 8000, 1 - (t - 8000) / 2000, warmup))  # linear to zero over the last 20%
+    full = LRSchedule(np.where(t >= 100, 1 - (t - 100) / 9900, warmup))  # linear to zero from the warmup's end
+    end = np.array([10000.0])
+    assert LRSchedule(warmup).decayed_share(np.array([50.0, 5000.0, 10000.0])) == pytest.approx([0.0, 0.0, 0.0])
+    assert cooldown.decayed_share(np.array([8000.0]))[0] == pytest.approx(0.0, abs=1e-3)
+    assert cooldown.decayed_share(end)[0] == pytest.approx(0.1, abs=1e-3)
+    assert full.decayed_share(end)[0] == pytest.approx(0.5, abs=1e-3)
+
+
 def _exact(lr, steps, law, params):
     """The laws summed step by step: O(n^2), the reference for the binned design."""
     sched = LRSchedule(lr)
