@@ -1,4 +1,4 @@
-"""What the run's schedule will do next, read from Composer's compiled scheduler: the pieces of ``resume_guard``
+r"""What the run's schedule will do next, read from Composer's compiled scheduler: the pieces of ``resume_guard``
 that look ahead (future timestamps, the schedule one batch back) and the linear rewarm ramp it writes.
 
 Composer compiles every ``ComposerScheduler`` into one ``LambdaLR`` whose lambda reads ``state.timestamp``

@@ -134,7 +134,7 @@ def smooth_curve(
     losses: Sequence[float],
     window: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Trailing moving average of ``window`` logged points, placed at the mean step of its window.
+    r"""Trailing moving average of ``window`` logged points, placed at the mean step of its window.
 
     [SwC] smooths training losses with a 100-step moving average before normalizing (Sec. 3). A
     trailing mean lags a falling curve by ``(window - 1) / 2`` steps; placing it at the mean step of

@@ -87,6 +87,39 @@ class ShapeDrift:
         """:math:`\\delta(\\hat t; x)` on :attr:`grid`."""
         return self.weights(controls, exclude) @ np.asarray(self.residuals)
 
+    def extrapolation(self, controls: Optional[Controls]) -> np.ndarray:
+        """:math:`\\epsilon(\\hat t; x)` on :attr:`grid`: the error expected of :meth:`correction` for a run beyond
+        the reference runs' controls (0 within their range, or without controls).
+
+        The interpolation extrapolates flat: beyond the range the nearest run decides, and a trend with size goes
+        on unmodelled (modelling it hurt held-out splits: docs/collapse.md). What flat extrapolation costs is
+        measured on that nearest run: its leave-one-out error :math:`e(\\hat t)` (its deviation less what the other
+        runs predict for it) over the distance :math:`h` from it to the kernel-weighted mean of the others' controls
+        (where that prediction stands: for a deviation linear in the controls, :math:`e/h` is its slope), scaled to
+        the target's distance :math:`D` beyond the range (distances in kernel widths, over the controls that vary):
+
+        .. math::
+
+            \\epsilon(\\hat t; x) = e(\\hat t)\\, D / h
+        """
+        known = controls.known() if controls is not None else {}
+        keys = [key for key in self.keys if key in known]
+        if not keys:
+            return np.zeros(len(self.grid))
+        widths = dict(self.bandwidths)
+        runs = np.array([[math.log(c.known()[k]) / widths[k] for k in keys] for c in self.controls])
+        x = np.array([math.log(known[k]) / widths[k] for k in keys])
+        beyond = float(np.linalg.norm(np.maximum(x - runs.max(axis=0), 0) + np.maximum(runs.min(axis=0) - x, 0)))
+        if beyond <= 0:
+            return np.zeros(len(self.grid))
+        edge = int(np.argmin(np.linalg.norm(runs - x, axis=1)))
+        weights = self.weights(self.controls[edge], exclude=edge)
+        step = float(np.linalg.norm(weights @ runs - runs[edge]))
+        if step <= 1e-9:  # the others stand where it stands: no trend to measure
+            return np.zeros(len(self.grid))
+        error = np.asarray(self.residuals[edge]) - weights @ np.asarray(self.residuals)
+        return error * beyond / step
+
     def loo_rms(self) -> np.ndarray:
         """Per grid point, the RMS over reference runs of their deviation from what the other runs predict."""
         res = np.asarray(self.residuals)

@@ -108,15 +108,19 @@ def predict_final_loss(
     .. math::
 
         \\log \\hat L(T) = \\frac{1}{n}\\sum_{i} \\big(\\log L_i - \\log\\hat\\ell(\\hat t_i)\\big),
-        \\qquad \\sigma^2 = \\frac{s_r^2}{n} + \\overline{(\\sigma_{band}/\\hat\\ell)^2}
+        \\qquad \\sigma^2 = \\frac{s_r^2}{n} + \\overline{(\\sigma_{band}/\\hat\\ell)^2} + (\\bar\\epsilon/2)^2
 
     over the logged points with ``fraction_used - window <= t/T <= fraction_used`` (at least two, or four smoothing
-    windows of a smoothed loss, and none before ``ignore_before``; :func:`alignment_window`). Aligning on the newest points, not on everything since the
-    warmup, is ours: the reference runs differ from each other most early in training (where the band is widest),
-    and those differences are largely one smooth change of shape, so older points add shape error rather than
-    average it out (measured on real families in docs/collapse.md). The uncertainty (the paper gives none) adds
+    windows of a smoothed loss, and none before ``ignore_before``; :func:`alignment_window`). Aligning on the
+    newest points, not on everything since the warmup, is ours: the reference runs differ from each other most
+    early in training (where the band is widest), and those differences are largely one smooth change of shape, so
+    older points add shape error rather than average it out (measured on real families in docs/collapse.md). The uncertainty (the paper gives none) adds
     the standard error of the mean residual (independent noise: optimistic for smoothed curves) and the reference
-    band over the window as a fully correlated shape error. The interval is ``exp(+-z sigma)`` around the estimate.
+    band over the window as a fully correlated shape error. For a run beyond the reference runs' controls, the
+    band (how well the reference runs predict each other) understates the error, so the mean over the window of
+    the extrapolation error :math:`\\epsilon` (:meth:`ReferenceCurve.extrapolation_error`) is added too, half of it
+    as one standard error: at ``z = 2`` the interval reaches a linear continuation of the size trend. The interval
+    is ``exp(+-z sigma)`` around the estimate.
 
     Args:
         steps (Sequence[float]): Logged steps of the run (those after ``fraction_used`` are ignored).
@@ -143,7 +147,8 @@ def predict_final_loss(
     points = alignment_window(t, lo, hi, window, min_alignment_points(ref.smoothing))
     log_final, r = _mean_residual(t, y, ref, points)
     shape_rel = ref.band(t[points]) / ref(t[points])
-    sigma = math.sqrt(np.var(r, ddof=1) / r.size + np.mean(shape_rel**2))
+    beyond = 0.5 * float(np.mean(ref.extrapolation_error(t[points])))  # the trend continued: 2 standard errors
+    sigma = math.sqrt(np.var(r, ddof=1) / r.size + np.mean(shape_rel**2) + beyond**2)
     final = math.exp(log_final)
     return Prediction(
         final_loss=final,
@@ -163,7 +168,7 @@ def final_window_losses(
     predicted_final_loss: float,
     window: float = 0.05,
 ) -> tuple[float, float]:
-    """Measured and predicted mean loss over the last ``window`` of a finished run (at least its last point).
+    r"""Measured and predicted mean loss over the last ``window`` of a finished run (at least its last point).
 
     ``L(T)`` of a single noisy curve is itself an estimate (the last logged losses scatter by
     several percent with small batches). The mean raw loss over the last ``window`` of training

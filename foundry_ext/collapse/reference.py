@@ -84,6 +84,9 @@ class ReferenceCurve:
             run's deviation from the collapsed curve (:mod:`foundry_ext.collapse.drift`).
         correction (tuple[float, ...]): The deviation applied for one run's controls, zero at ``t/T = 1``, on
             ``drift.grid`` (:meth:`for_controls`); empty for the collapsed curve itself.
+        extrapolation (tuple[float, ...]): For one run's controls beyond the reference runs', the error expected of
+            ``correction`` (log units, zero at ``t/T = 1``, on ``drift.grid``; :meth:`ShapeDrift.extrapolation`);
+            empty within their range.
     """
 
     m: float
@@ -101,6 +104,7 @@ class ReferenceCurve:
     smoothing: int = 1
     drift: Optional[ShapeDrift] = None
     correction: tuple[float, ...] = ()
+    extrapolation: tuple[float, ...] = ()
 
     def __call__(self, fractions: Union[Sequence[float], np.ndarray]) -> np.ndarray:
         """Reference normalized loss :math:`\\hat\\ell(\\hat t)` at the given training fractions."""
@@ -121,13 +125,26 @@ class ReferenceCurve:
 
         (a reference run normalized by its fitted ``L(T)`` need not end at 1: its deviation at ``t/T = 1`` is the
         collapsed curve's misfit of its end). The collapsed curve itself when the reference runs share their controls.
-        Unknown controls weigh every reference run alike."""
+        Unknown controls weigh every reference run alike. Controls beyond the reference runs' also set
+        ``extrapolation``, the error expected of the correction there, likewise zero at ``t/T = 1``."""
         if self.drift is None:
             return self
         # ell_hat(1) = 1, as for the collapsed curve: the L(T) a prediction divides by is then the loss at T.
         delta = self.drift.correction(controls)
         delta = delta - np.interp(1.0, self.drift.grid, delta)
-        return dataclasses.replace(self, correction=tuple(float(v) for v in delta))
+        beyond = self.drift.extrapolation(controls)
+        beyond = beyond - np.interp(1.0, self.drift.grid, beyond)
+        return dataclasses.replace(self, correction=tuple(float(v) for v in delta),
+                                   extrapolation=tuple(float(v) for v in beyond) if np.any(beyond) else ())
+
+    def extrapolation_error(self, fractions: Union[Sequence[float], np.ndarray]) -> np.ndarray:
+        """The error in :math:`\\log\\hat\\ell` expected at the given fractions from extrapolating beyond the
+        reference runs' controls (zeros within their range); see :meth:`for_controls`."""
+        t = np.asarray(fractions, dtype=float)
+        if not self.extrapolation:
+            return np.zeros_like(t)
+        assert self.drift is not None
+        return np.interp(t, self.drift.grid, self.extrapolation)
 
     def weights(self, controls: Optional[Controls]) -> list[float]:
         """How much each reference run weighs for a run with ``controls`` (empty without a drift)."""
@@ -191,6 +208,7 @@ class ReferenceCurve:
                 'smoothing': self.smoothing,
                 'drift': self.drift.to_dict() if self.drift is not None else None,
                 'correction': list(self.correction),
+                'extrapolation': list(self.extrapolation),
             },
             indent=2,
         )
@@ -231,6 +249,7 @@ class ReferenceCurve:
             smoothing=int(data.get('smoothing', 1)),  # absent in files written before it existed
             drift=ShapeDrift.from_dict(data['drift']) if data.get('drift') else None,  # v2
             correction=tuple(data.get('correction', ())),
+            extrapolation=tuple(data.get('extrapolation', ())),
         )
 
 
@@ -295,9 +314,9 @@ def fit_reference(
 
             .. math::
 
-                \min_{b,q}\sum_r\sum_i w_r\big(\log L_{ri} - \log L_r(T)
-                    - \log\hat\ell(\hat t_{ri})\big)^2, \qquad
-                \log L_r(T) = \operatorname{mean}_i\big(\log L_{ri} - \log\hat\ell(\hat t_{ri})\big)
+                \\min_{b,q}\\sum_r\\sum_i w_r\\big(\\log L_{ri} - \\log L_r(T)
+                    - \\log\\hat\\ell(\\hat t_{ri})\\big)^2, \\qquad
+                \\log L_r(T) = \\operatorname{mean}_i\\big(\\log L_{ri} - \\log\\hat\\ell(\\hat t_{ri})\\big)
 
             which uses every point after ``fit_start`` instead of the last 2%, and so suits noisy,
             small-batch curves (an approximation of ours; see docs/collapse.md). The ``L(T)`` of a

@@ -41,7 +41,7 @@ _CHUNK = 512  # evaluated steps per design in design_chunks: pairs grow with ste
 
 @dataclass(frozen=True)
 class Design:
-    """The LR terms of one schedule at the steps ``steps`` (LRs divided by the reference LR).
+    r"""The LR terms of one schedule at the steps ``steps`` (LRs divided by the reference LR).
 
     Attributes:
         steps (np.ndarray): Evaluated steps (may be fractional: the mean step of a window of logged points).

@@ -113,7 +113,7 @@ class FitRun:
 
 @dataclass
 class FitResult:
-    """A fitted law: its internal parameters, bootstrap replicates and fit statistics.
+    r"""A fitted law: its internal parameters, bootstrap replicates and fit statistics.
 
     Attributes:
         law (Law): The law.

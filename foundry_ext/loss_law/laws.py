@@ -97,7 +97,7 @@ class Law:
 
     def screen(self, designs: Sequence[Design], losses: Sequence[np.ndarray], weights: Sequence[np.ndarray],
                decay: bool = True, keep: int = 4) -> list[np.ndarray]:
-        """The ``keep`` best starting points of a grid over the nonlinear parameters, each with the linear ones
+        r"""The ``keep`` best starting points of a grid over the nonlinear parameters, each with the linear ones
         (:math:`L_0, A \ge 0` and the decay scale) solved by non-negative least squares on the relative error."""
         y = np.concatenate(losses)
         w = np.sqrt(np.concatenate(weights)) / y
@@ -214,7 +214,7 @@ class MomentumLaw(Law):
 
     @staticmethod
     def _momentum(log_tau: float, design: Design) -> tuple[np.ndarray, np.ndarray]:
-        """:math:`S_2` per step and, per pair, its derivative by :math:`\log\tau`."""
+        r""":math:`S_2` per step and, per pair, its derivative by :math:`\log\tau`."""
         tau = np.exp(log_tau)
         log_lambda = np.log1p(-1.0 / tau) if tau > 1.0 else -np.inf
         decayed = np.exp(design.pair_steps * log_lambda)  # lambda ** (s - k)

@@ -200,7 +200,7 @@ def _fitted_decayed_share(law: LossLaw) -> float:
 
 
 def form_error(law: LossLaw, schedule: LRSchedule, steps: np.ndarray) -> np.ndarray:
-    """The relative error of the law's form expected at ``steps`` of ``schedule``: :math:`\sqrt{s^2+\kappa^2x^2}`
+    r"""The relative error of the law's form expected at ``steps`` of ``schedule``: :math:`\sqrt{s^2+\kappa^2x^2}`
     of the module docstring."""
     trend = max((run.trend_rmse for run in law.runs), default=0.0)
     beyond = np.maximum(schedule.decayed_share(steps) - _fitted_decayed_share(law), 0.0)

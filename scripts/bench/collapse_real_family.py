@@ -86,6 +86,7 @@ class Outcome:
     error: float
     naive_error: float
     covered: bool
+    half_width: float  # of the interval, relative to the prediction
 
 
 def load(folder: Path) -> CollapseRun:
@@ -122,7 +123,8 @@ def evaluate(refs: Sequence[CollapseRun], targets: Sequence[CollapseRun],
             ratio = np.mean([_loss_at(r, at) / _measured(r) for r in baseline])
             outcomes.append(Outcome(run.name, fraction, predicted / measured - 1,
                                     _loss_at(run, at) / ratio / measured - 1,
-                                    pred.lower * scale <= measured <= pred.upper * scale))
+                                    pred.lower * scale <= measured <= pred.upper * scale,
+                                    (pred.upper - pred.lower) / 2 / pred.final_loss))
     return outcomes
 
 
@@ -159,14 +161,16 @@ def report(results: dict[str, list[Outcome]]) -> str:
             lines.append(f'| {target} | ' + ' | '.join(cells) + ' |')
     lines.append('\n(* the measured final loss lies outside the predicted interval)\n')
     lines.append('| split | targets | worst abs error % at ' + ' / '.join(f'{f:.0%}' for f in FRACTIONS) +
-                 ' | naive | interval covers |\n|---|---|---|---|---|')
+                 ' | naive | interval covers | median half-width % at ' + ' / '.join(f'{f:.0%}' for f in FRACTIONS) +
+                 ' |\n|---|---|---|---|---|---|')
     for split, outcomes in results.items():
         by = {f: [o for o in outcomes if o.fraction == f] for f in FRACTIONS}
         cover = np.mean([o.covered for o in outcomes])
         lines.append(f'| {split} | {len(by[FRACTIONS[0]])} | ' + ' / '.join(_pct([o.error for o in by[f]])
                                                                             for f in FRACTIONS) +
                      ' | ' + ' / '.join(_pct([o.naive_error for o in by[f]]) for f in FRACTIONS) +
-                     f' | {cover:.0%} |')
+                     f' | {cover:.0%} | ' +
+                     ' / '.join(f'{np.median([o.half_width for o in by[f]]) * 100:.2f}' for f in FRACTIONS) + ' |')
     return '\n'.join(lines)
 
 

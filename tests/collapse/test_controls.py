@@ -13,6 +13,7 @@ from foundry_ext.collapse.controls import (TrainingBudget, count_parameters, dur
                                            weight_decay_for_tau_fraction)
 from foundry_ext.core.errors import ConfigError
 
+
 def _budget(
     optimizer: str = 'decoupled_adamw',
     weight_decay: float = 1e-5,

@@ -1,5 +1,7 @@
 """Tests for foundry_ext.collapse.drift: a reference that follows the controls of the run it describes."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,22 @@ def test_weights_favour_the_nearest_runs_and_beyond_the_range_the_largest(family
     beyond = ref.weights(Controls(params=1e9))
     assert beyond[-1] > 0.9
     assert ref.weights(None) == pytest.approx([0.25] * 4), 'unknown controls weigh every run alike'
+
+
+def test_beyond_the_range_the_interval_reaches_the_size_trend_continued(family):
+    ref, _ = family
+    assert not ref.for_controls(Controls(tau=0.3, tpp=20.0, params=1e8)).extrapolation, 'no error within the range'
+    far = ref.for_controls(Controls(tau=0.3, tpp=20.0, params=9.6e8))  # 4x the largest reference run
+    t = np.asarray(ref.drift.grid)
+    t = t[t > 0.1]
+    continued = -0.02 * np.log(4.0) * np.log(t)  # the tilt of _run from 2.4e8 to 9.6e8, zero at t/T = 1
+    np.testing.assert_allclose(far.extrapolation_error(t), continued, rtol=0.15, atol=2e-3)
+    # The prediction extrapolates flat and misses by about that; at z = 2 its interval reaches the continued trend.
+    target, _ = _run(9.6e8, final=2.5)
+    pred = predict_final_loss(*target, far, fraction_used=0.2)
+    flat = predict_final_loss(*target, dataclasses.replace(far, extrapolation=()), fraction_used=0.2)
+    assert pred.final_loss == flat.final_loss and abs(pred.final_loss / 2.5 - 1) > 0.01
+    assert pred.lower <= 2.5 <= pred.upper and not flat.lower <= 2.5 <= flat.upper
 
 
 def test_the_band_is_the_leave_one_out_error(family):
