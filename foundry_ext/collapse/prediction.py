@@ -118,9 +118,10 @@ def predict_final_loss(
     uncertainty (the paper gives none) adds the standard error of the mean residual (independent noise: optimistic
     for smoothed curves) and the reference band over the window as a fully correlated shape error. For a run beyond
     the reference runs' controls, the band (how well the reference runs predict each other) understates the error,
-    so the mean over the window of the extrapolation error :math:`\\epsilon` (:meth:`ReferenceCurve.extrapolation_error`) is added too, half of it
-    as one standard error: at ``z = 2`` the interval reaches a linear continuation of the size trend. The interval
-    is ``exp(+-z sigma)`` around the estimate.
+    so the mean over the window of the extrapolation error :math:`\\epsilon`
+    (:meth:`ReferenceCurve.extrapolation_error`) is added too, half of it as one standard error: at ``z = 2`` the
+    interval reaches a linear continuation of the size trend. The interval is ``exp(+-z sigma)`` around the
+    estimate.
 
     Args:
         steps (Sequence[float]): Logged steps of the run (those after ``fraction_used`` are ignored).
