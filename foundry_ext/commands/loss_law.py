@@ -27,7 +27,7 @@ from foundry_ext.loss_law.law_file import LossLaw, read_law, write_law
 from foundry_ext.loss_law.laws import LAWS, get_law
 from foundry_ext.loss_law.plots import plot_branches, plot_prediction
 from foundry_ext.loss_law.predict import Prediction, predict
-from foundry_ext.loss_law.runs import find_main, load_runs, read_schedule, starts_late
+from foundry_ext.loss_law.runs import join_lr, load_runs, read_schedule, starts_late
 from foundry_ext.loss_law.schedule import LRSchedule
 from foundry_ext.loss_law.select import choose_fit_from, default_fit_from
 from foundry_ext.schedulers.preview import batch_size, config_multipliers, update_multipliers
@@ -144,15 +144,12 @@ def _file_schedule(path: str, lr_key: Optional[str], law: LossLaw,
                    tracking_uri: Optional[str] = None) -> tuple[LRSchedule, Optional[int]]:
     steps, lrs, tokens = read_schedule(path, lr_key, tracking_uri)
     start = float(steps[0])
-    if start > 1:
-        main = find_main(start, float(lrs[0]), [_Knots(r.name, r.knots, r.joined_to) for r in law.runs])
-        if main is not None:
-            before = main.lr_steps < start
-            steps, lrs = np.concatenate([main.lr_steps[before], steps]), np.concatenate([main.lrs[before], lrs])
-            log.info('%s starts at step %d; its LR before comes from the fitted run %s.', path, start, main.name)
-        elif starts_late(steps):
-            log.warning('%s starts at step %d and no fitted run has its LR there; assuming a linear warmup from 0 at '
-                        'step 0 before it. If it branches off a run, fit the law on that run too.', path, start)
+    steps, lrs, main = join_lr(steps, lrs, [_Knots(r.name, r.knots, r.joined_to) for r in law.runs])
+    if main is not None:
+        log.info('%s starts at step %d; its LR before comes from the fitted run %s.', path, start, main.name)
+    elif starts_late(steps):
+        log.warning('%s starts at step %d and no fitted run has its LR there; assuming a linear warmup from 0 at '
+                    'step 0 before it. If it branches off a run, fit the law on that run too.', path, start)
     return LRSchedule.from_logged(steps, lrs, end=int(round(steps[-1])), source=path), tokens
 
 

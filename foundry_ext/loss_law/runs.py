@@ -6,8 +6,9 @@ Its loss is ``loss_key`` (default Composer's
 ``loss/train/total``; a file without it but with a ``loss`` column, as public CSVs have, uses that) and its LR
 ``lr_key`` (default the key ``lr_monitor`` logs, ``lr-<Optimizer>/group0``; else an ``lr`` column).
 
-**Branches are joined to their main run.** A run whose LR is first logged at step ``s0`` (a branch made with
-``foundry-ext branch``, which logs only its own steps, or a cooldown exported on its own) takes its LR before
+**Branches are joined to their main run.** A run whose LR is first logged at step ``s0``, well after its first
+logging interval (a branch made with ``foundry-ext branch``, which logs only its own steps, or a cooldown exported
+on its own; a schedule file given to ``loss-law predict`` alike, against the law's fitted runs), takes its LR before
 ``s0`` from another run given with it that covers that history (logged from at most ``s0 / 2`` and up to ``s0``)
 and whose LR at ``s0`` the branch's first logged LR does not exceed (by 5%) nor fall below by half (a decay may
 have begun between the branch point and its first log). A run that is no branch itself is preferred. Only the
@@ -37,7 +38,7 @@ from foundry_ext.loss_law.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LRHistory', 'Run', 'find_main', 'join_branches', 'load_run', 'load_runs',
+__all__ = ['LRHistory', 'Run', 'find_main', 'join_branches', 'join_lr', 'load_run', 'load_runs',
            'read_schedule', 'resolve_keys', 'starts_late']
 
 _JOIN_ABOVE = 1.05  # the branch's first logged LR over the main run's LR at that step: at most this
@@ -200,24 +201,36 @@ def starts_late(lr_steps: np.ndarray) -> bool:
     return lr_steps.size < 2 or lr_steps[0] > 2 * float(np.median(np.diff(lr_steps)))
 
 
+def join_lr(lr_steps: np.ndarray, lrs: np.ndarray,
+            candidates: Sequence[LRHistory]) -> tuple[np.ndarray, np.ndarray, Optional[LRHistory]]:
+    """An LR series with the LR of the run it branched from before its first step, and that run (see the module
+    docstring); unchanged, with None, when it does not start late (a run logged from its first interval on is no
+    branch) or no candidate matches."""
+    if not starts_late(lr_steps):
+        return lr_steps, lrs, None
+    start = float(lr_steps[0])
+    main = find_main(start, float(lrs[0]), candidates)
+    if main is None:
+        return lr_steps, lrs, None
+    before = main.lr_steps < start
+    return np.concatenate([main.lr_steps[before], lr_steps]), np.concatenate([main.lrs[before], lrs]), main
+
+
 def join_branches(runs: Sequence[Run]) -> list[Run]:
     """Gives each run that starts late the LR history of the run it branched from (see the module docstring)."""
     joined: dict[int, Run] = {}
     for i in sorted(range(len(runs)), key=lambda i: runs[i].own_start):
         run = runs[i]
         start = run.own_start
-        late = starts_late(run.lr_steps)  # a run logged from its first interval on is no branch
-        main = find_main(start, float(run.lrs[0]), list(joined.values())) if late else None
+        lr_steps, lrs, main = join_lr(run.lr_steps, run.lrs, list(joined.values()))
         if main is not None:
-            before = main.lr_steps < start
-            run = Run(run.name, run.source, run.loss_steps, run.losses,
-                      np.concatenate([main.lr_steps[before], run.lr_steps]),
-                      np.concatenate([main.lrs[before], run.lrs]), run.loss_key, run.lr_key, run.tokens_per_step,
-                      main.name)
+            run = Run(run.name, run.source, run.loss_steps, run.losses, lr_steps, lrs, run.loss_key, run.lr_key,
+                      run.tokens_per_step, main.name)
             run.own_start = start
             log.info('%s: its LR is logged from step %d; joined to %s for the steps before.', run.name, start,
                      main.name)
         elif start > 1:
+            late = starts_late(run.lr_steps)
             (log.warning if late else log.info)(
                 '%s: no LR is logged before step %d; assuming a linear warmup from 0 at step 0. If it branched off '
                 'another run, give that run too (it is joined where its LR matches), else the fit may be poor.',
