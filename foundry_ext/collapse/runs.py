@@ -77,9 +77,11 @@ def read_run_json(path: Union[str, Path]) -> RunFile:
         fail(f'{path}: unknown keys {unknown}; a run.json may hold {list(_RUN_JSON_KEYS)}.')
     values = {}
     for key, value in data.items():
-        minimum_ok = value >= 0 if key == 'weight_decay' else value > 0
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not minimum_ok:
-            fail(f'{path}: {key}={value!r} must be a finite number {">= 0" if key == "weight_decay" else "> 0"}.')
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not number or not (value >= 0 if key == 'weight_decay' else value > 0):
+            quoted = ' (a JSON number, not a string: no quotes)' if isinstance(value, str) else ''
+            fail(f'{path}: {key}={value!r} must be a finite number {">= 0" if key == "weight_decay" else "> 0"}'
+                 f'{quoted}.')
         values[key] = float(value)
     for key in ('params', 'tokens'):
         if key not in values:

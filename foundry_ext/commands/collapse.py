@@ -24,6 +24,7 @@ from foundry_ext.core.metric_names import LOSS_KEY
 
 if TYPE_CHECKING:
     from foundry_ext.collapse.controls import Controls
+    from foundry_ext.collapse.prediction import CollapseResidual
     from foundry_ext.collapse.reference import ReferenceCurve
     from foundry_ext.collapse.runs import CollapseRun
 
@@ -198,12 +199,23 @@ def predict(run_path: str, ref_path: str, fraction: Optional[float] = None, tota
         measured, predicted = final_window_losses(*run.curve, ref, pred.final_loss, window)
         report.lines.append(f'finished: mean loss over the last {window:.0%} of steps {measured:.4f}, predicted '
                             f'{predicted:.4f}: error {predicted / measured - 1:+.2%}')
-    onset = residual.onset(threshold, consecutive)
-    report.lines.append(
-        f'collapse residual at t/T = {residual.fractions[-1]:.3f}: z = {residual.z[-1]:+.2f}; ' +
-        (f'out of band (|z| > {threshold:g}, {consecutive} in a row) from t/T = {onset:.3f}'
-         if onset is not None else f'never out of band (|z| > {threshold:g}, {consecutive} in a row)'))
+    report.lines.append(f'collapse residual at t/T = {residual.fractions[-1]:.3f}: z = {residual.z[-1]:+.2f}; '
+                        f'{_band_verdict(residual, threshold, consecutive)}')
     return report
+
+
+def _band_verdict(residual: CollapseResidual, threshold: float, consecutive: int) -> str:
+    """Whether the run left the band by the alert rule, and how many single points lay beyond it if it did not."""
+    rule = f'|z| > {threshold:g}, {consecutive} in a row'
+    onset = residual.onset(threshold, consecutive)
+    if onset is not None:
+        return f'out of band ({rule}) from t/T = {onset:.3f}'
+    beyond = int(np.count_nonzero(residual.out_of_band(threshold)))
+    if beyond:
+        judged = int(np.count_nonzero(np.isfinite(residual.z)))
+        return (f'not out of band by the rule ({rule}): {beyond} of its {judged} points lie beyond |z| > '
+                f'{threshold:g}, never {consecutive} in a row')
+    return f'never out of band ({rule})'
 
 
 def plot(runs: Sequence[str], out: str, ref_path: Optional[str] = None, smooth: Optional[int] = None,

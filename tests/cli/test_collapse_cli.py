@@ -7,13 +7,15 @@ import re
 import shutil
 
 import matplotlib.image as mpimg
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from foundry_ext.cli.main import app
 from foundry_ext.collapse.curves import smooth_curve
-from foundry_ext.collapse.prediction import final_window_losses, predict_final_loss
+from foundry_ext.collapse.prediction import CollapseResidual, final_window_losses, predict_final_loss
 from foundry_ext.collapse.reference import ReferenceCurve
+from foundry_ext.commands.collapse import _band_verdict
 from foundry_ext.core.metric_names import EVAL_CROSS_ENTROPY
 from scripts.experiments.collapse_family import BASE_YAML, REPO
 from tests.collapse_family_runs import SPEC, reference_family
@@ -159,3 +161,14 @@ def test_fit_and_predict_runs_of_another_trainer_from_their_run_json(tmp_path):
     for bad in ('1.5', '0', '-0.1'):
         result = _invoke('predict', big, '--ref', str(out), '--fraction', bad, '--loss-key', EVAL_CROSS_ENTROPY)
         assert result.exit_code == 2 and 'must be in (0, 1]' in result.output, result.output
+
+
+def test_points_beyond_the_band_short_of_the_alert_rule_are_counted_not_called_never():
+    def verdict(z):
+        z = np.asarray(z, dtype=float)
+        return _band_verdict(CollapseResidual(np.linspace(0.1, 0.2, z.size), z, z, z, 1.0), 3.0, 5)
+
+    assert verdict([np.nan, 0.5, -8.3, -8.4]) == ('not out of band by the rule (|z| > 3, 5 in a row): 2 of its 3 '
+                                                  'points lie beyond |z| > 3, never 5 in a row')
+    assert verdict([0.1, 0.2, -0.5]) == 'never out of band (|z| > 3, 5 in a row)'
+    assert verdict([4.0] * 6) == 'out of band (|z| > 3, 5 in a row) from t/T = 0.100'

@@ -41,6 +41,8 @@ def test_a_metrics_file_takes_its_own_run_json_before_the_shared_one(tmp_path):
     ({'params': 1e6}, '"tokens" is missing'),
     ({'params': 1e6, 'tokens': 1e9, 'lr': 1e-3}, "unknown keys ['lr']"),
     ({'params': -1, 'tokens': 1e9}, 'params=-1 must be a finite number > 0'),
+    ({'params': 1e6, 'tokens': '1.7e9'}, "tokens='1.7e9' must be a finite number > 0 .a JSON number, not a string"),
+    ({'params': 1e6, 'tokens': 1e9, 'weight_decay': None}, 'weight_decay=None must be a finite number >= 0'),
     ({'params': 1e6, 'tokens': 1e9, 'total_steps': 10.5}, 'total_steps=10.5 must be a whole number'),
     ([1, 2], 'must hold a JSON object'),
 ])
