@@ -258,7 +258,8 @@ def read_schedule(path: Union[str, Path], lr_key: Optional[str] = None,
     """A schedule's logged ``(steps, lrs)``, from a metrics file or any RUN (an MLflow run too), and its tokens per
     step (if a ``config.yaml`` is beside it).
 
-    The LR is interpolated linearly between rows and the last row is the final step.
+    The LR is interpolated linearly between rows and the last row is the final step; rows past the last LR (a
+    final evaluation logged after the last update's LR) hold that LR up to the last of them.
     """
     source = resolve_run(path, tracking_uri)
     metrics = source.read()
@@ -270,4 +271,7 @@ def read_schedule(path: Union[str, Path], lr_key: Optional[str] = None,
     steps, lrs = _checked(*metrics[key], key, where, 'LRs')
     if steps.size < 2:
         fail(f'{where}: {key} has {steps.size} row(s); a schedule needs at least 2 (the last is the final step).')
+    last = max(float(series[0][-1]) for series in metrics.values() if len(series[0]))
+    if last > steps[-1]:
+        steps, lrs = np.append(steps, last), np.append(lrs, lrs[-1])
     return steps.astype(float), lrs, _tokens_per_step(source)

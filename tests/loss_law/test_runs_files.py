@@ -77,6 +77,10 @@ def test_schedule_files(tmp_path):
     path.write_text('step,lr\n0,0\n100,0.001\n1000,0.0001\n')
     steps, lrs, tokens = read_schedule(path)
     assert steps.tolist() == [0, 100, 1000] and tokens is None
+    # A final evaluation logged after the last update's LR ends the schedule, at that LR.
+    (tmp_path / 'eval.csv').write_text('step,lr,loss\n0,0,\n100,0.001,\n999,0.0001,\n1000,,3.1\n')
+    steps, lrs, _ = read_schedule(tmp_path / 'eval.csv')
+    assert steps.tolist() == [0, 100, 999, 1000] and lrs[-1] == lrs[-2] == 0.0001
     (tmp_path / 'tokens.csv').write_text('tokens,lr\n0,0\n1000,0.1\n')
     with pytest.raises(ConfigError, match='needs a step column'):
         read_schedule(tmp_path / 'tokens.csv')
