@@ -82,8 +82,9 @@ class SpikeRollback:
         interval = checkpoint_interval(saver)
         if interval is None or interval.unit != TimeUnit.BATCH:
             fail(f'save_interval={"a function" if interval is None else interval}: the action rollback of '
-                 f'{self.where} needs checkpoints at a fixed interval of batches, to find one saved {self.settings.steps_before_onset} steps before an onset. '
-                 f'Set save_interval in batches, e.g. {self.settings.steps_before_onset}ba.')
+                 f'{self.where} needs checkpoints at a fixed interval of batches, to find one saved '
+                 f'{self.settings.steps_before_onset} steps before an onset. Set save_interval in batches, e.g. '
+                 f'{self.settings.steps_before_onset}ba.')
         keep = saver.num_checkpoints_to_keep
         needed = checkpoints_to_keep(int(interval.value), self.settings.steps_before_onset, decision_delay)
         if 0 <= keep < needed:
